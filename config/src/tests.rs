@@ -1,0 +1,154 @@
+//! Golden tests: each class of operator mistake gives its `FILE:LINE:COL: path: message`.
+
+use std::path::Path;
+
+use super::*;
+
+fn errors(source: &str) -> Vec<String> {
+    match parse(source, "t.toml", Path::new("/nonexistent-base")) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn assert_error(source: &str, expected_prefix: &str) {
+    let found = errors(source);
+    assert!(
+        found.iter().any(|line| line.starts_with(expected_prefix)),
+        "expected an error starting with {expected_prefix:?}, got {found:#?}"
+    );
+}
+
+#[test]
+fn built_in_default_is_valid() {
+    let config = built_in(Path::new(".")).expect("the default config must pass check");
+    assert!(config.dns.enabled && config.mail.enabled && config.conference.enabled);
+    assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(config.conference.rooms[0].name, "giao-ban");
+}
+
+#[test]
+fn example_file_is_the_built_in_default() {
+    let on_disk = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/lienthong.example.toml")).unwrap();
+    assert_eq!(on_disk, DEFAULT_CONFIG);
+}
+
+#[test]
+fn syntax_error_has_position() {
+    assert_error("[server]\nhostname = \n", "t.toml:2:");
+}
+
+#[test]
+fn unknown_section() {
+    assert_error("[server]\n[mial]\n", "t.toml:2:2: mial: unknown section");
+}
+
+#[test]
+fn unknown_keys_are_rejected_in_every_table() {
+    let tables = [
+        ("[server]", "server"),
+        ("[admin]", "admin"),
+        ("[dns]", "dns"),
+        ("[[dns.zone]]\nname = \"a.vn\"", "dns.zone"),
+        ("[[dns.view]]\nname = \"v\"\nclients = []", "dns.view"),
+        ("[[dns.forward]]\nzone = \"a.vn\"\nto = [\"10.0.0.1\"]", "dns.forward"),
+        ("[mail]", "mail"),
+        ("[[mail.domain]]\nname = \"a.vn\"\ndeliver_to = \"10.0.0.1\"", "mail.domain"),
+        ("[[mail.user]]\nlogin = \"a@a.vn\"\npassword = \"x\"", "mail.user"),
+        ("[mail.outbound]", "mail.outbound"),
+        ("[mail.queue]", "mail.queue"),
+        ("[conference]", "conference"),
+        (
+            "[[conference.room]]\nname = \"r\"\npin = \"1234\"\nchair_pin = \"4321\"\nsites = [\"A\"]",
+            "conference.room",
+        ),
+    ];
+    for (table, path) in tables {
+        let source = format!("{table}\nbogus_key = 1\n");
+        let found = errors(&source);
+        assert!(
+            found.iter().any(|line| line.contains(path) && line.contains("bogus_key")),
+            "unknown key in [{path}] not reported: {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    assert_error("[mail]\nmax_recipients = \"many\"\n", "t.toml:2:18: mail.max_recipients:");
+}
+
+#[test]
+fn bad_address_names_key_and_expectation() {
+    assert_error("[dns]\nlisten = [\"127.0.0.1\"]\n", "t.toml:2:11: dns.listen[0]: `127.0.0.1` is not a socket address");
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let found = errors("[server]\nhostname = \"bad name\"\naddresses = [\"nope\"]\n[admin]\nlisten = \"10.0.0.1:9090\"\n");
+    assert_eq!(found.len(), 3, "{found:#?}");
+}
+
+#[test]
+fn mail_domain_without_route() {
+    assert_error("[[mail.domain]]\nname = \"ninhthuan.gov.vn\"\n", "t.toml:2:8: mail.domain[0].deliver_to: mail domain `ninhthuan.gov.vn` has no route");
+}
+
+#[test]
+fn plain_password_is_refused() {
+    assert_error(
+        "[[mail.user]]\nlogin = \"vanthu@ninhthuan.gov.vn\"\npassword = \"secret\"\n",
+        "t.toml:3:12: mail.user[0].password: not an argon2id hash",
+    );
+}
+
+#[test]
+fn duplicate_sites_in_a_room() {
+    assert_error(
+        "[[conference.room]]\nname = \"giao-ban\"\npin = \"1234\"\nchair_pin = \"5678\"\nsites = [\"Huyện A\", \"huyện a\"]\n",
+        "t.toml:5:21: conference.room[0].sites[1]: site `huyện a` is listed twice",
+    );
+}
+
+#[test]
+fn conference_off_loopback_needs_tls() {
+    assert_error("[conference]\nlisten = \"10.20.0.5:443\"\n", "t.toml:2:10: conference.listen: 10.20.0.5:443 is reachable from other hosts but tls = false");
+}
+
+#[test]
+fn admin_must_be_loopback() {
+    assert_error("[admin]\nlisten = \"0.0.0.0:9090\"\n", "t.toml:2:10: admin.listen: 0.0.0.0:9090 is not a loopback address");
+}
+
+#[test]
+fn missing_certificate_file() {
+    assert_error(
+        "[server]\ntls_cert = \"/nonexistent/cert.pem\"\ntls_key = \"/nonexistent/key.pem\"\n",
+        "t.toml:2:12: server.tls_cert: cannot open `/nonexistent/cert.pem`",
+    );
+}
+
+#[test]
+fn certificate_and_key_that_do_not_match() {
+    let directory = tempfile::tempdir().unwrap();
+    let write = |name: &str, names: Vec<String>| {
+        let certified = rcgen_pair(names);
+        std::fs::write(directory.path().join(format!("{name}.crt")), certified.0).unwrap();
+        std::fs::write(directory.path().join(format!("{name}.key")), certified.1).unwrap();
+    };
+    write("a", vec!["a.test".into()]);
+    write("b", vec!["b.test".into()]);
+    let source = "[server]\ntls_cert = \"a.crt\"\ntls_key = \"b.key\"\n";
+    let found = match parse(source, "t.toml", directory.path()) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    };
+    assert!(found.iter().any(|line| line.starts_with("t.toml:2:12: server.tls_cert: the key in")), "{found:#?}");
+    let matching = "[server]\ntls_cert = \"a.crt\"\ntls_key = \"a.key\"\n";
+    parse(matching, "t.toml", directory.path()).expect("a matching pair is accepted");
+}
+
+fn rcgen_pair(names: Vec<String>) -> (String, String) {
+    let certified = rcgen::generate_simple_self_signed(names).unwrap();
+    (certified.cert.pem(), certified.signing_key.serialize_pem())
+}
