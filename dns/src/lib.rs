@@ -9,7 +9,10 @@ use lienthong_config::Config;
 pub enum Error {
     /// A listen socket could not be bound; names the address.
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The running DNS service.
@@ -19,12 +22,12 @@ pub struct DnsService {
 
 impl DnsService {
     /// Binds every listener and starts answering.
-    pub async fn start(config: Arc<Config>) -> Result<Self, Error> {
+    pub async fn start(config: Arc<Config>, _published: Vec<String>) -> Result<Self, Error> {
         Ok(Self { _config: config })
     }
 
     /// Applies a new, already validated config.
-    pub async fn reload(&self, _config: Arc<Config>) -> Result<(), Error> {
+    pub async fn reload(&self, _config: Arc<Config>, _published: Vec<String>) -> Result<(), Error> {
         Ok(())
     }
 
@@ -44,6 +47,6 @@ pub fn check(_config: &Config) -> Vec<String> {
 }
 
 /// Every record the server will serve, in zone-file syntax (`lienthong dns records`).
-pub fn render_records(_config: &Config) -> Result<String, Error> {
+pub fn render_records(_config: &Config, _published: &[String]) -> Result<String, Error> {
     Ok(String::new())
 }
