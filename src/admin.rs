@@ -54,11 +54,7 @@ pub async fn serve(address: SocketAddr, state: AdminState) -> anyhow::Result<Joi
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     state.metrics.run_upkeep();
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
 /// 200 only when every enabled service is serving; the body says which is not.
@@ -67,18 +63,10 @@ async fn healthz(State(state): State<AdminState>) -> Response {
     let health = state.services.read().await.health(&config);
     let body: String = health
         .iter()
-        .map(|(service, serving)| {
-            format!(
-                "{service} {}\n",
-                if *serving { "serving" } else { "NOT serving" }
-            )
-        })
+        .map(|(service, serving)| format!("{service} {}\n", if *serving { "serving" } else { "NOT serving" }))
         .collect();
-    let status = if health.iter().all(|(_, serving)| *serving) {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status =
+        if health.iter().all(|(_, serving)| *serving) { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, body).into_response()
 }
 
@@ -91,10 +79,7 @@ async fn reload(State(state): State<AdminState>) -> Response {
         Ok(Ok(())) => (StatusCode::OK, "reloaded\n").into_response(),
         Ok(Err(problems)) => (
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "reload refused; the previous config stays in force:\n{}\n",
-                problems.join("\n")
-            ),
+            format!("reload refused; the previous config stays in force:\n{}\n", problems.join("\n")),
         )
             .into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
@@ -154,11 +139,7 @@ async fn queue_flush(state: AdminState, id: Option<String>) -> Response {
     };
     let count = mail.queue_flush(id.as_deref()).await;
     if id.is_some() && count == 0 {
-        return (
-            StatusCode::NOT_FOUND,
-            format!("no queued message {}\n", id.unwrap_or_default()),
-        )
-            .into_response();
+        return (StatusCode::NOT_FOUND, format!("no queued message {}\n", id.unwrap_or_default())).into_response();
     }
     format!("{count} message(s) scheduled for delivery now\n").into_response()
 }

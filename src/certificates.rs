@@ -18,48 +18,31 @@ pub struct Certificates {
 
 impl Certificates {
     pub fn new(key: Arc<CertifiedKey>) -> Self {
-        Self {
-            current: RwLock::new(key),
-        }
+        Self { current: RwLock::new(key) }
     }
 
     pub fn replace(&self, key: Arc<CertifiedKey>) {
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = key;
+        *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = key;
     }
 }
 
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clone(),
-        )
+        Some(self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone())
     }
 }
 
 /// Loads the configured certificate, or the self-signed one (creating it when absent).
 pub fn load(config: &Config) -> anyhow::Result<Arc<CertifiedKey>> {
     if let Some(files) = &config.server.tls {
-        return load_tls_material(files)
-            .map(|material| material.certified_key)
-            .map_err(anyhow::Error::msg);
+        return load_tls_material(files).map(|material| material.certified_key).map_err(anyhow::Error::msg);
     }
     let directory = config.server.state_dir.join("tls");
-    let files = TlsFiles {
-        cert: directory.join("self-signed.crt"),
-        key: directory.join("self-signed.key"),
-    };
+    let files = TlsFiles { cert: directory.join("self-signed.crt"), key: directory.join("self-signed.key") };
     if !files.cert.exists() || !files.key.exists() {
         generate_self_signed(config, &directory, &files)?;
     }
-    load_tls_material(&files)
-        .map(|material| material.certified_key)
-        .map_err(anyhow::Error::msg)
+    load_tls_material(&files).map(|material| material.certified_key).map_err(anyhow::Error::msg)
 }
 
 fn generate_self_signed(config: &Config, directory: &Path, files: &TlsFiles) -> anyhow::Result<()> {
@@ -72,13 +55,11 @@ fn generate_self_signed(config: &Config, directory: &Path, files: &TlsFiles) -> 
     names.extend(config.server.addresses.iter().map(ToString::to_string));
     names.sort();
     names.dedup();
-    let generated = rcgen::generate_simple_self_signed(names.clone())
-        .context("generating a self-signed certificate")?;
-    std::fs::create_dir_all(directory)
-        .with_context(|| format!("creating {}", directory.display()))?;
+    let generated =
+        rcgen::generate_simple_self_signed(names.clone()).context("generating a self-signed certificate")?;
+    std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
     write_private(&files.key, generated.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&files.cert, generated.cert.pem())
-        .with_context(|| format!("writing {}", files.cert.display()))?;
+    std::fs::write(&files.cert, generated.cert.pem()).with_context(|| format!("writing {}", files.cert.display()))?;
     tracing::warn!(
         cert = %files.cert.display(),
         names = ?names,
@@ -98,9 +79,7 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.sync_all()
-        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents).with_context(|| format!("writing {}", path.display()))?;
+    file.sync_all().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

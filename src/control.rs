@@ -18,16 +18,12 @@ pub fn queue_list(config: &Config) -> anyhow::Result<ExitCode> {
     if status != 200 {
         return print_reply((status, body));
     }
-    let entries: Vec<serde_json::Value> =
-        serde_json::from_str(&body).context("reading the queue listing")?;
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&body).context("reading the queue listing")?;
     if entries.is_empty() {
         println!("the queue is empty");
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<26} {:>9} {:>8}  {:<32} {}",
-        "ID", "SIZE", "TRIES", "SENDER", "RECIPIENTS / LAST ERROR"
-    );
+    println!("{:<26} {:>9} {:>8}  {:<32} {}", "ID", "SIZE", "TRIES", "SENDER", "RECIPIENTS / LAST ERROR");
     for entry in &entries {
         let recipients: Vec<&str> = entry["recipients"]
             .as_array()
@@ -51,11 +47,7 @@ pub fn queue_list(config: &Config) -> anyhow::Result<ExitCode> {
 }
 
 pub fn queue_show(config: &Config, id: &str) -> anyhow::Result<ExitCode> {
-    print_reply(request(
-        config,
-        "GET",
-        &format!("/queue/{}", path_segment(id)?),
-    )?)
+    print_reply(request(config, "GET", &format!("/queue/{}", path_segment(id)?))?)
 }
 
 pub fn queue_flush(config: &Config, id: Option<&str>) -> anyhow::Result<ExitCode> {
@@ -67,22 +59,12 @@ pub fn queue_flush(config: &Config, id: Option<&str>) -> anyhow::Result<ExitCode
 }
 
 pub fn queue_remove(config: &Config, id: &str) -> anyhow::Result<ExitCode> {
-    print_reply(request(
-        config,
-        "DELETE",
-        &format!("/queue/{}", path_segment(id)?),
-    )?)
+    print_reply(request(config, "DELETE", &format!("/queue/{}", path_segment(id)?))?)
 }
 
 fn path_segment(id: &str) -> anyhow::Result<&str> {
-    if id.is_empty()
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-    {
-        anyhow::bail!(
-            "`{id}` is not a queue id (expected the ID column of `lienthong queue list`)"
-        );
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        anyhow::bail!("`{id}` is not a queue id (expected the ID column of `lienthong queue list`)");
     }
     Ok(id)
 }
@@ -104,32 +86,18 @@ fn request(config: &Config, method: &str, path: &str) -> anyhow::Result<(u16, St
         format!("cannot reach the running lienthong at {address} (admin.listen); is it running with this config?")
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .context("reading the admin endpoint's reply")?;
+    stream.read_to_end(&mut response).context("reading the admin endpoint's reply")?;
     let response = String::from_utf8_lossy(&response);
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .context("malformed reply from the admin endpoint")?;
+    let (head, body) = response.split_once("\r\n\r\n").context("malformed reply from the admin endpoint")?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
         .context("malformed status line from the admin endpoint")?;
-    let chunked = head.lines().any(|line| {
-        line.to_ascii_lowercase()
-            .starts_with("transfer-encoding: chunked")
-    });
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
+    let chunked = head.lines().any(|line| line.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
     Ok((status, body))
 }
 

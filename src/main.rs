@@ -127,9 +127,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 QueueAction::Remove { id } => control::queue_remove(&config, &id),
             }
         }
-        Command::Dns {
-            action: DnsAction::Records { config },
-        } => {
+        Command::Dns { action: DnsAction::Records { config } } => {
             let config = load_or_exit(config.as_deref())?;
             let published = services::published_records(&config);
             print!("{}", lienthong_dns::render_records(&config, &published)?);
@@ -163,24 +161,17 @@ pub fn load_checked(path: Option<&Path>) -> Result<lienthong_config::Config, Vec
     }
     .map_err(|errors| errors.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let problems = services::check(&config);
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(problems)
-    }
+    if problems.is_empty() { Ok(config) } else { Err(problems) }
 }
 
 fn load_or_exit(path: Option<&Path>) -> anyhow::Result<lienthong_config::Config> {
-    load_checked(path)
-        .map_err(|problems| anyhow::anyhow!("the config has problems:\n{}", problems.join("\n")))
+    load_checked(path).map_err(|problems| anyhow::anyhow!("the config has problems:\n{}", problems.join("\n")))
 }
 
 fn hash_password() -> anyhow::Result<ExitCode> {
     use argon2::password_hash::{PasswordHasher, SaltString};
     let mut input = String::new();
-    std::io::stdin()
-        .read_to_string(&mut input)
-        .context("reading the password from standard input")?;
+    std::io::stdin().read_to_string(&mut input).context("reading the password from standard input")?;
     let password = input.strip_suffix('\n').unwrap_or(&input);
     let password = password.strip_suffix('\r').unwrap_or(password);
     if password.is_empty() {
@@ -188,8 +179,7 @@ fn hash_password() -> anyhow::Result<ExitCode> {
             "empty password on standard input (expected e.g. `echo -n 'the password' | lienthong hash-password`)"
         );
     }
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-        .map_err(|error| anyhow::anyhow!("salt: {error}"))?;
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|error| anyhow::anyhow!("salt: {error}"))?;
     let hash = argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map_err(|error| anyhow::anyhow!("hashing failed: {error}"))?;

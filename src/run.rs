@@ -24,10 +24,7 @@ pub fn run(config_path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(serve(config_path, Arc::new(config)))
 }
 
@@ -38,20 +35,15 @@ async fn serve(config_path: Option<PathBuf>, config: Arc<Config>) -> anyhow::Res
     metrics::gauge!("lienthong_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 
     let state_dir = &config.server.state_dir;
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("creating server.state_dir {}", state_dir.display()))?;
+    std::fs::create_dir_all(state_dir).with_context(|| format!("creating server.state_dir {}", state_dir.display()))?;
     let certificates = Arc::new(Certificates::new(certificates::load(&config)?));
     let resolver: Arc<dyn ResolvesServerCert> = certificates.clone();
 
     let services = Arc::new(RwLock::new(Services::start(&config, &resolver).await?));
     let current = Arc::new(RwLock::new(config.clone()));
     let (reload_sender, mut reload_requests) = mpsc::channel::<ReloadRequest>(4);
-    let admin_state = AdminState {
-        metrics,
-        services: services.clone(),
-        config: current.clone(),
-        reloads: reload_sender,
-    };
+    let admin_state =
+        AdminState { metrics, services: services.clone(), config: current.clone(), reloads: reload_sender };
     let admin_task = match admin::serve(config.admin.listen, admin_state).await {
         Ok(task) => task,
         Err(error) => {
@@ -66,10 +58,8 @@ async fn serve(config_path: Option<PathBuf>, config: Arc<Config>) -> anyhow::Res
     print_listeners(&config, config_path.as_deref());
 
     let mut hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut terminations =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupts =
-        signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut terminations = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupts = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     loop {
         tokio::select! {
             _ = hangups.recv() => {
@@ -130,33 +120,18 @@ async fn try_reload(
     if config.server.state_dir != old.server.state_dir {
         tracing::warn!("server.state_dir changes take effect on restart");
     }
-    let key =
-        certificates::load(&config).map_err(|error| vec![format!("certificate: {error:#}")])?;
+    let key = certificates::load(&config).map_err(|error| vec![format!("certificate: {error:#}")])?;
     certificates.replace(key);
-    services
-        .write()
-        .await
-        .apply(&config, resolver)
-        .await
-        .map_err(|error| vec![format!("{error:#}")])?;
+    services.write().await.apply(&config, resolver).await.map_err(|error| vec![format!("{error:#}")])?;
     *current.write().await = config;
     Ok(())
 }
 
 /// Tells the operator what listens where.
 fn print_listeners(config: &Config, path: Option<&Path>) {
-    let source = path.map_or_else(
-        || lienthong_config::BUILT_IN.to_owned(),
-        |path| path.display().to_string(),
-    );
-    println!(
-        "lienthong {} running with config {source}",
-        env!("CARGO_PKG_VERSION")
-    );
-    println!(
-        "  admin       http://{}/metrics  /healthz",
-        config.admin.listen
-    );
+    let source = path.map_or_else(|| lienthong_config::BUILT_IN.to_owned(), |path| path.display().to_string());
+    println!("lienthong {} running with config {source}", env!("CARGO_PKG_VERSION"));
+    println!("  admin       http://{}/metrics  /healthz", config.admin.listen);
     if config.dns.enabled {
         for address in &config.dns.listen {
             println!("  dns         {address} udp+tcp");
@@ -174,11 +149,7 @@ fn print_listeners(config: &Config, path: Option<&Path>) {
         }
     }
     if config.conference.enabled {
-        let scheme = if config.conference.tls {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if config.conference.tls { "https" } else { "http" };
         println!(
             "  conference  {scheme}://{}/  media udp+tcp port {}",
             config.conference.listen, config.conference.media_port

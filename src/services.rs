@@ -24,10 +24,7 @@ pub struct Services {
 
 impl Services {
     /// Starts every enabled service. If one fails, those already started are stopped again.
-    pub async fn start(
-        config: &Arc<Config>,
-        certificates: &Arc<dyn ResolvesServerCert>,
-    ) -> anyhow::Result<Self> {
+    pub async fn start(config: &Arc<Config>, certificates: &Arc<dyn ResolvesServerCert>) -> anyhow::Result<Self> {
         let mut services = Services::default();
         if let Err(error) = services.apply(config, certificates).await {
             services.shutdown().await;
@@ -45,16 +42,9 @@ impl Services {
     ) -> anyhow::Result<()> {
         let published = published_records(config);
         match (&self.dns, config.dns.enabled) {
-            (Some(dns), true) => dns
-                .reload(config.clone(), published)
-                .await
-                .context("reloading DNS")?,
+            (Some(dns), true) => dns.reload(config.clone(), published).await.context("reloading DNS")?,
             (None, true) => {
-                self.dns = Some(
-                    DnsService::start(config.clone(), published)
-                        .await
-                        .context("starting DNS")?,
-                );
+                self.dns = Some(DnsService::start(config.clone(), published).await.context("starting DNS")?);
             }
             (Some(_), false) => {
                 if let Some(dns) = self.dns.take() {
@@ -64,10 +54,7 @@ impl Services {
             (None, false) => {}
         }
         match (&self.mail, config.mail.enabled) {
-            (Some(mail), true) => mail
-                .reload(config.clone())
-                .await
-                .context("reloading the mail relay")?,
+            (Some(mail), true) => mail.reload(config.clone()).await.context("reloading the mail relay")?,
             (None, true) => {
                 self.mail = Some(
                     MailService::start(config.clone(), certificates.clone())
@@ -83,10 +70,7 @@ impl Services {
             (None, false) => {}
         }
         match (&self.conference, config.conference.enabled) {
-            (Some(conference), true) => conference
-                .reload(config.clone())
-                .await
-                .context("reloading conferences")?,
+            (Some(conference), true) => conference.reload(config.clone()).await.context("reloading conferences")?,
             (None, true) => {
                 self.conference = Some(
                     ConferenceService::start(config.clone(), certificates.clone())
@@ -111,18 +95,10 @@ impl Services {
             health.push(("dns", self.dns.as_ref().is_some_and(DnsService::is_serving)));
         }
         if config.mail.enabled {
-            health.push((
-                "mail",
-                self.mail.as_ref().is_some_and(MailService::is_serving),
-            ));
+            health.push(("mail", self.mail.as_ref().is_some_and(MailService::is_serving)));
         }
         if config.conference.enabled {
-            health.push((
-                "conference",
-                self.conference
-                    .as_ref()
-                    .is_some_and(ConferenceService::is_serving),
-            ));
+            health.push(("conference", self.conference.as_ref().is_some_and(ConferenceService::is_serving)));
         }
         health
     }

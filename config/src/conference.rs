@@ -91,7 +91,11 @@ pub(crate) fn validate(raw: RawConference, server: &Server, context: &mut Contex
         .unwrap_or_else(|| server.hostname.clone());
     let media_port = match &raw.media_port {
         Some(value) if *value.get_ref() == 0 => {
-            context.error(value.span(), "conference.media_port", "port 0 (expected a fixed port such as 10000: firewalls must allow it)");
+            context.error(
+                value.span(),
+                "conference.media_port",
+                "port 0 (expected a fixed port such as 10000: firewalls must allow it)",
+            );
             10000
         }
         Some(value) => *value.get_ref(),
@@ -133,15 +137,27 @@ pub(crate) fn validate(raw: RawConference, server: &Server, context: &mut Contex
         for (site_index, site) in raw_room.sites.iter().enumerate() {
             let text = site.get_ref().trim().to_owned();
             if text.is_empty() || text.chars().count() > 80 {
-                context.error(site.span(), format!("{path}.sites[{site_index}]"), "expected a site name of 1 to 80 characters");
+                context.error(
+                    site.span(),
+                    format!("{path}.sites[{site_index}]"),
+                    "expected a site name of 1 to 80 characters",
+                );
             } else if !seen_sites.insert(text.to_lowercase()) {
-                context.error(site.span(), format!("{path}.sites[{site_index}]"), format!("site `{text}` is listed twice in this room"));
+                context.error(
+                    site.span(),
+                    format!("{path}.sites[{site_index}]"),
+                    format!("site `{text}` is listed twice in this room"),
+                );
             } else {
                 sites.push(text);
             }
         }
         if raw_room.sites.is_empty() {
-            context.error(raw_room.name.span(), format!("{path}.sites"), "a room needs at least one site (expected e.g. [\"UBND tỉnh\", \"Huyện A\"])");
+            context.error(
+                raw_room.name.span(),
+                format!("{path}.sites"),
+                "a room needs at least one site (expected e.g. [\"UBND tỉnh\", \"Huyện A\"])",
+            );
         }
         let max_participants = match &raw_room.max_participants {
             Some(value) if *value.get_ref() < 2 || *value.get_ref() > 500 => {

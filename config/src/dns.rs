@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -25,6 +26,11 @@ pub(crate) struct RawDns {
     forward: Vec<RawForward>,
     #[serde(default)]
     view: Vec<RawView>,
+    rate_limit: Option<Spanned<i64>>,
+    rate_limit_exempt: Option<Vec<Spanned<String>>>,
+    tcp_max_connections: Option<Spanned<i64>>,
+    tcp_idle_seconds: Option<Spanned<i64>>,
+    cache_entries: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +74,16 @@ pub struct Dns {
     pub forward: Vec<ForwardZone>,
     /// Client networks that see view-limited zones, in config order (first match wins).
     pub views: Vec<View>,
+    /// UDP responses per second per client prefix (/24 for IPv4, /56 for IPv6); 0: no limit.
+    pub rate_limit: u32,
+    /// Clients never rate limited. Default: loopback.
+    pub rate_limit_exempt: Vec<IpNet>,
+    /// Open TCP connections at most; further connections wait for a free slot.
+    pub tcp_max_connections: usize,
+    /// A TCP connection with no complete query for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// Entries in the forwarder's shared answer cache (positive and negative).
+    pub cache_entries: usize,
 }
 
 /// One authoritative zone.
@@ -78,8 +94,9 @@ pub struct Zone {
     pub file: Option<PathBuf>,
     /// Inline records in zone-file syntax, relative to the zone name.
     pub records: Vec<InlineRecord>,
-    /// Hosts that may AXFR this zone and are sent NOTIFY.
-    pub secondaries: Vec<IpAddr>,
+    /// Hosts that may AXFR this zone (matched by address) and are sent NOTIFY (at this port;
+    /// 53 unless the operator wrote `IP:PORT`).
+    pub secondaries: Vec<SocketAddr>,
     /// Views that see this zone; empty means every client.
     pub views: Vec<String>,
 }
@@ -137,7 +154,11 @@ pub(crate) fn validate(raw: RawDns, _server: &Server, context: &mut Context<'_>)
         let path = format!("dns.view[{index}]");
         let name = raw_view.name.get_ref().clone();
         if name.is_empty() || !view_names.insert(name.clone()) {
-            context.error(raw_view.name.span(), format!("{path}.name"), format!("view name `{name}` is empty or used twice"));
+            context.error(
+                raw_view.name.span(),
+                format!("{path}.name"),
+                format!("view name `{name}` is empty or used twice"),
+            );
         }
         let clients = raw_view
             .clients
@@ -152,7 +173,9 @@ pub(crate) fn validate(raw: RawDns, _server: &Server, context: &mut Context<'_>)
     let mut zone_names: HashSet<(DomainName, Vec<String>)> = HashSet::new();
     for (index, raw_zone) in raw.zone.iter().enumerate() {
         let path = format!("dns.zone[{index}]");
-        let Some(name) = context.domain(&raw_zone.name, &format!("{path}.name")) else { continue };
+        let Some(name) = context.domain(&raw_zone.name, &format!("{path}.name")) else {
+            continue;
+        };
         let file = raw_zone.file.as_ref().and_then(|file| context.existing_file(file, &format!("{path}.file")));
         let records = raw_zone
             .records
@@ -169,7 +192,9 @@ pub(crate) fn validate(raw: RawDns, _server: &Server, context: &mut Context<'_>)
             .secondaries
             .iter()
             .enumerate()
-            .filter_map(|(secondary, value)| context.ip(value, &format!("{path}.secondaries[{secondary}]")))
+            .filter_map(|(secondary, value)| {
+                context.socket_addr_or_ip(value, &format!("{path}.secondaries[{secondary}]"), 53)
+            })
             .collect();
         let mut zone_views = Vec::new();
         for (view_index, view) in raw_zone.views.iter().enumerate() {
@@ -199,7 +224,9 @@ pub(crate) fn validate(raw: RawDns, _server: &Server, context: &mut Context<'_>)
     let mut forward = Vec::new();
     for (index, raw_forward) in raw.forward.iter().enumerate() {
         let path = format!("dns.forward[{index}]");
-        let Some(zone) = context.domain(&raw_forward.zone, &format!("{path}.zone")) else { continue };
+        let Some(zone) = context.domain(&raw_forward.zone, &format!("{path}.zone")) else {
+            continue;
+        };
         let to: Vec<SocketAddr> = raw_forward
             .to
             .iter()
@@ -207,10 +234,60 @@ pub(crate) fn validate(raw: RawDns, _server: &Server, context: &mut Context<'_>)
             .filter_map(|(to, value)| context.socket_addr_or_ip(value, &format!("{path}.to[{to}]"), 53))
             .collect();
         if raw_forward.to.is_empty() {
-            context.error(raw_forward.zone.span(), format!("{path}.to"), "no servers to forward to (expected at least one address)");
+            context.error(
+                raw_forward.zone.span(),
+                format!("{path}.to"),
+                "no servers to forward to (expected at least one address)",
+            );
         }
         forward.push(ForwardZone { zone, to });
     }
 
-    Dns { enabled: raw.enabled.unwrap_or(true), listen, forwarders, recursion_from, zones, forward, views }
+    let rate_limit = bounded(context, raw.rate_limit.as_ref(), "dns.rate_limit", 0, 1_000_000, 200);
+    let rate_limit_exempt = match &raw.rate_limit_exempt {
+        None => vec!["127.0.0.0/8".parse().expect("literal"), "::1/128".parse().expect("literal")],
+        Some(values) => values
+            .iter()
+            .enumerate()
+            .filter_map(|(index, value)| context.network(value, &format!("dns.rate_limit_exempt[{index}]")))
+            .collect(),
+    };
+    let tcp_max_connections =
+        bounded(context, raw.tcp_max_connections.as_ref(), "dns.tcp_max_connections", 1, 100_000, 256);
+    let tcp_idle_seconds = bounded(context, raw.tcp_idle_seconds.as_ref(), "dns.tcp_idle_seconds", 1, 3600, 10);
+    let cache_entries = bounded(context, raw.cache_entries.as_ref(), "dns.cache_entries", 0, 10_000_000, 10_000);
+
+    Dns {
+        enabled: raw.enabled.unwrap_or(true),
+        listen,
+        forwarders,
+        recursion_from,
+        zones,
+        forward,
+        views,
+        rate_limit: rate_limit as u32,
+        rate_limit_exempt,
+        tcp_max_connections: tcp_max_connections as usize,
+        tcp_idle_timeout: Duration::from_secs(tcp_idle_seconds as u64),
+        cache_entries: cache_entries as usize,
+    }
+}
+
+/// An integer setting within `minimum..=maximum`, or `default` when absent.
+fn bounded(
+    context: &mut Context<'_>,
+    value: Option<&Spanned<i64>>,
+    path: &str,
+    minimum: i64,
+    maximum: i64,
+    default: i64,
+) -> i64 {
+    let Some(value) = value else { return default };
+    let number = *value.get_ref();
+    if (minimum..=maximum).contains(&number) {
+        number
+    } else {
+        context.error(value.span(), path, format!("{number} is out of range (expected {minimum} to {maximum})"));
+        default
+    }
 }

@@ -140,7 +140,11 @@ pub(crate) fn validate(raw: RawMail, server: &Server, context: &mut Context<'_>)
 
     let max_message_size = match &raw.max_message_size {
         Some(value) if *value.get_ref() < 1024 => {
-            context.error(value.span(), "mail.max_message_size", "too small (expected bytes, at least 1024; e.g. 26214400 for 25 MiB)");
+            context.error(
+                value.span(),
+                "mail.max_message_size",
+                "too small (expected bytes, at least 1024; e.g. 26214400 for 25 MiB)",
+            );
             25 * 1024 * 1024
         }
         Some(value) => *value.get_ref(),
@@ -159,9 +163,15 @@ pub(crate) fn validate(raw: RawMail, server: &Server, context: &mut Context<'_>)
     let mut seen_domains = HashSet::new();
     for (index, raw_domain) in raw.domain.iter().enumerate() {
         let path = format!("mail.domain[{index}]");
-        let Some(name) = context.domain(&raw_domain.name, &format!("{path}.name")) else { continue };
+        let Some(name) = context.domain(&raw_domain.name, &format!("{path}.name")) else {
+            continue;
+        };
         if !seen_domains.insert(name.clone()) {
-            context.error(raw_domain.name.span(), format!("{path}.name"), format!("mail domain `{name}` is listed twice"));
+            context.error(
+                raw_domain.name.span(),
+                format!("{path}.name"),
+                format!("mail domain `{name}` is listed twice"),
+            );
         }
         let Some(deliver_to) = &raw_domain.deliver_to else {
             context.error(
@@ -182,7 +192,11 @@ pub(crate) fn validate(raw: RawMail, server: &Server, context: &mut Context<'_>)
         let path = format!("mail.user[{index}]");
         let login = raw_user.login.get_ref().trim().to_ascii_lowercase();
         if !is_address(&login) {
-            context.error(raw_user.login.span(), format!("{path}.login"), format!("`{login}` is not an address (expected local@domain)"));
+            context.error(
+                raw_user.login.span(),
+                format!("{path}.login"),
+                format!("`{login}` is not an address (expected local@domain)"),
+            );
         } else if !seen_logins.insert(login.clone()) {
             context.error(raw_user.login.span(), format!("{path}.login"), format!("login `{login}` is defined twice"));
         }
@@ -227,9 +241,14 @@ pub(crate) fn validate(raw: RawMail, server: &Server, context: &mut Context<'_>)
         .collect();
 
     let raw_queue = raw.queue.unwrap_or_default();
-    let retry_after = duration(context, raw_queue.retry_after.as_ref(), "mail.queue.retry_after", Duration::from_secs(300));
-    let max_retry_interval =
-        duration(context, raw_queue.max_retry_interval.as_ref(), "mail.queue.max_retry_interval", Duration::from_secs(4 * 3600));
+    let retry_after =
+        duration(context, raw_queue.retry_after.as_ref(), "mail.queue.retry_after", Duration::from_secs(300));
+    let max_retry_interval = duration(
+        context,
+        raw_queue.max_retry_interval.as_ref(),
+        "mail.queue.max_retry_interval",
+        Duration::from_secs(4 * 3600),
+    );
     let give_up_after =
         duration(context, raw_queue.give_up_after.as_ref(), "mail.queue.give_up_after", Duration::from_secs(5 * 86400));
 
@@ -250,7 +269,12 @@ pub(crate) fn validate(raw: RawMail, server: &Server, context: &mut Context<'_>)
 }
 
 /// A listener address; the empty string turns that listener off.
-fn listener(context: &mut Context<'_>, value: Option<&Spanned<String>>, path: &str, default_port: u16) -> Option<SocketAddr> {
+fn listener(
+    context: &mut Context<'_>,
+    value: Option<&Spanned<String>>,
+    path: &str,
+    default_port: u16,
+) -> Option<SocketAddr> {
     match value {
         None => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), default_port)),
         Some(value) if value.get_ref().is_empty() => None,
@@ -264,7 +288,11 @@ fn duration(context: &mut Context<'_>, value: Option<&Spanned<String>>, path: &s
     match parse_duration(value.get_ref()) {
         Some(parsed) if !parsed.is_zero() => parsed,
         _ => {
-            context.error(value.span(), path, format!("`{}` is not a duration (expected e.g. 30s, 5m, 4h or 5d)", value.get_ref()));
+            context.error(
+                value.span(),
+                path,
+                format!("`{}` is not a duration (expected e.g. 30s, 5m, 4h or 5d)", value.get_ref()),
+            );
             default
         }
     }
@@ -300,7 +328,11 @@ fn is_address(text: &str) -> bool {
 /// Shape check only; the mail service verifies the hash itself.
 fn is_argon2id_phc(text: &str) -> bool {
     let parts: Vec<&str> = text.split('$').collect();
-    parts.len() == 6 && parts[0].is_empty() && parts[1] == "argon2id" && parts[2].starts_with("v=") && parts[3].contains("m=")
+    parts.len() == 6
+        && parts[0].is_empty()
+        && parts[1] == "argon2id"
+        && parts[2].starts_with("v=")
+        && parts[3].contains("m=")
 }
 
 #[cfg(test)]

@@ -91,11 +91,19 @@ pub(crate) fn validate(raw: RawServer, context: &mut Context<'_>) -> Server {
     let tls = match (&raw.tls_cert, &raw.tls_key) {
         (None, None) => None,
         (Some(cert), None) => {
-            context.error(cert.span(), "server.tls_cert", "tls_cert is set but tls_key is not (expected both or neither)");
+            context.error(
+                cert.span(),
+                "server.tls_cert",
+                "tls_cert is set but tls_key is not (expected both or neither)",
+            );
             None
         }
         (None, Some(key)) => {
-            context.error(key.span(), "server.tls_key", "tls_key is set but tls_cert is not (expected both or neither)");
+            context.error(
+                key.span(),
+                "server.tls_key",
+                "tls_key is set but tls_cert is not (expected both or neither)",
+            );
             None
         }
         (Some(cert), Some(key)) => {

@@ -58,10 +58,7 @@ fn unknown_keys_are_rejected_in_every_table() {
         ("[mail.outbound]", "mail.outbound"),
         ("[mail.queue]", "mail.queue"),
         ("[conference]", "conference"),
-        (
-            "[[conference.room]]\nname = \"r\"\npin = \"1234\"\nchair_pin = \"4321\"\nsites = [\"A\"]",
-            "conference.room",
-        ),
+        ("[[conference.room]]\nname = \"r\"\npin = \"1234\"\nchair_pin = \"4321\"\nsites = [\"A\"]", "conference.room"),
     ];
     for (table, path) in tables {
         let source = format!("{table}\nbogus_key = 1\n");
@@ -80,18 +77,25 @@ fn wrong_type_names_the_key() {
 
 #[test]
 fn bad_address_names_key_and_expectation() {
-    assert_error("[dns]\nlisten = [\"127.0.0.1\"]\n", "t.toml:2:11: dns.listen[0]: `127.0.0.1` is not a socket address");
+    assert_error(
+        "[dns]\nlisten = [\"127.0.0.1\"]\n",
+        "t.toml:2:11: dns.listen[0]: `127.0.0.1` is not a socket address",
+    );
 }
 
 #[test]
 fn every_problem_is_reported_not_just_the_first() {
-    let found = errors("[server]\nhostname = \"bad name\"\naddresses = [\"nope\"]\n[admin]\nlisten = \"10.0.0.1:9090\"\n");
+    let found =
+        errors("[server]\nhostname = \"bad name\"\naddresses = [\"nope\"]\n[admin]\nlisten = \"10.0.0.1:9090\"\n");
     assert_eq!(found.len(), 3, "{found:#?}");
 }
 
 #[test]
 fn mail_domain_without_route() {
-    assert_error("[[mail.domain]]\nname = \"ninhthuan.gov.vn\"\n", "t.toml:2:8: mail.domain[0].deliver_to: mail domain `ninhthuan.gov.vn` has no route");
+    assert_error(
+        "[[mail.domain]]\nname = \"ninhthuan.gov.vn\"\n",
+        "t.toml:2:8: mail.domain[0].deliver_to: mail domain `ninhthuan.gov.vn` has no route",
+    );
 }
 
 #[test]
@@ -112,12 +116,18 @@ fn duplicate_sites_in_a_room() {
 
 #[test]
 fn conference_off_loopback_needs_tls() {
-    assert_error("[conference]\nlisten = \"10.20.0.5:443\"\n", "t.toml:2:10: conference.listen: 10.20.0.5:443 is reachable from other hosts but tls = false");
+    assert_error(
+        "[conference]\nlisten = \"10.20.0.5:443\"\n",
+        "t.toml:2:10: conference.listen: 10.20.0.5:443 is reachable from other hosts but tls = false",
+    );
 }
 
 #[test]
 fn admin_must_be_loopback() {
-    assert_error("[admin]\nlisten = \"0.0.0.0:9090\"\n", "t.toml:2:10: admin.listen: 0.0.0.0:9090 is not a loopback address");
+    assert_error(
+        "[admin]\nlisten = \"0.0.0.0:9090\"\n",
+        "t.toml:2:10: admin.listen: 0.0.0.0:9090 is not a loopback address",
+    );
 }
 
 #[test]
