@@ -1,0 +1,7 @@
+//! End-to-end tests of the real `lienthong` binary over loopback sockets.
+
+#[allow(dead_code)] // each test module uses a different part of it
+mod common;
+
+mod cli;
+mod run;
