@@ -43,11 +43,11 @@ sites = [\"UBND tỉnh\", \"Huyện A\", \"Huyện A\"]
     assert_eq!(code, 2, "stdout: {stdout}\nstderr: {stderr}");
     let expected = [
         "bad.toml:2:12: server.hostname: `hub ninhthuan` contains ` ` (expected ASCII letters, digits, `-` or `_`; write IDN names in their xn-- form)",
-        "bad.toml:3:28: server.addresses[1]: `not-an-ip` is not an IP address (expected e.g. 10.20.0.5 or 2001:db8::5)",
+        "bad.toml:3:27: server.addresses[1]: `not-an-ip` is not an IP address (expected e.g. 10.20.0.5 or 2001:db8::5)",
         "bad.toml:6:10: admin.listen: 0.0.0.0:9090 is not a loopback address; the admin endpoint has no login and must stay on the appliance (expected 127.0.0.1:PORT or [::1]:PORT; reach it remotely through SSH)",
         "bad.toml:9:8: mail.domain[0].deliver_to: mail domain `ninhthuan.gov.vn` has no route (expected deliver_to = \"IP:PORT\" of its mailbox server)",
         "bad.toml:14:13: conference.room[0].chair_pin: the chair PIN equals the participant PIN, so every participant could chair (expected a different PIN)",
-        "bad.toml:15:35: conference.room[0].sites[2]: site `Huyện A` is listed twice in this room",
+        "bad.toml:15:34: conference.room[0].sites[2]: site `Huyện A` is listed twice in this room",
     ];
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines, expected);
@@ -59,7 +59,7 @@ fn check_reports_an_unknown_key_with_its_path() {
     std::fs::write(dir.path().join("typo.toml"), "[mail]\nmax_recipient = 50\n").unwrap();
     let (code, _, stderr) = run_command(dir.path(), &["check", "--config", "typo.toml"], "");
     assert_eq!(code, 2);
-    assert!(stderr.starts_with("typo.toml:2:1: mail: unknown field `max_recipient`, expected one of"), "{stderr}");
+    assert!(stderr.starts_with("typo.toml:2:1: mail.max_recipient: unknown field `max_recipient`, expected one of"), "{stderr}");
 }
 
 #[test]
