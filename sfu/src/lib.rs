@@ -1,36 +1,239 @@
-//! lienthong's conferences (placeholder: the conference issue fills this in).
+//! lienthong's conferences: a str0m SFU, the rooms, the signaling WebSocket and the embedded
+//! web page.
+//!
+//! Shape: [`room`] is the sans-IO room state machine (joins, roles, the chair's powers, the
+//! active speaker); [`peer`] wraps one participant's str0m session; the hub (`hub.rs`) is
+//! the one task that owns both plus the media port and forwards media; `web.rs` serves the
+//! page and relays signaling to the hub.
 
-use std::sync::Arc;
+#![forbid(unsafe_code)]
+
+mod hub;
+mod metrics;
+mod net;
+mod peer;
+pub mod protocol;
+pub mod room;
+mod web;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use lienthong_config::Config;
 use rustls::server::ResolvesServerCert;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::hub::{Hub, HubCommand};
+
+/// How long shutdown waits for the page server and the hub before cutting them off.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
 
 /// Errors of the conference service.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A listen socket could not be bound; names the address.
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: std::net::SocketAddr, source: std::io::Error },
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The TLS settings for the page could not be built.
+    #[error("conference TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The DTLS certificate for media encryption could not be generated.
+    #[error("cannot generate the DTLS certificate for media")]
+    DtlsCertificate,
+    /// The service has stopped.
+    #[error("the conference service is not running")]
+    Stopped,
 }
 
 /// The running conference service: web page, signaling and the media port.
 pub struct ConferenceService {
-    _config: Arc<Config>,
+    running: Option<Running>,
+    config: Mutex<Arc<Config>>,
+}
+
+struct Running {
+    commands: mpsc::Sender<HubCommand>,
+    stop: watch::Sender<bool>,
+    hub: JoinHandle<()>,
+    web: JoinHandle<()>,
+    serving: Arc<AtomicBool>,
+    page_address: SocketAddr,
+    media_addresses: Vec<SocketAddr>,
 }
 
 impl ConferenceService {
-    pub async fn start(config: Arc<Config>, _certificates: Arc<dyn ResolvesServerCert>) -> Result<Self, Error> {
-        Ok(Self { _config: config })
+    /// Binds the page listener and the media port (UDP and ICE-TCP on every address of
+    /// `server.addresses`) and starts serving. With `conference.enabled = false` nothing binds.
+    pub async fn start(
+        config: Arc<Config>,
+        certificates: Arc<dyn ResolvesServerCert>,
+    ) -> Result<Self, Error> {
+        if !config.conference.enabled {
+            return Ok(ConferenceService {
+                running: None,
+                config: Mutex::new(config),
+            });
+        }
+        let settings = &config.conference;
+        let crypto = Arc::new(str0m::crypto::from_feature_flags());
+        let certificate = crypto
+            .dtls_provider
+            .generate_certificate()
+            .ok_or(Error::DtlsCertificate)?;
+
+        let page_listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                address: settings.listen,
+                source,
+            })?;
+        let page_address = page_listener.local_addr().map_err(|source| Error::Bind {
+            address: settings.listen,
+            source,
+        })?;
+        let tls = if settings.tls {
+            let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(certificates);
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server_config)))
+        } else {
+            None
+        };
+
+        let (datagram_sender, datagrams) = mpsc::channel(4096);
+        let media_bind: Vec<SocketAddr> = config
+            .server
+            .addresses
+            .iter()
+            .map(|address| SocketAddr::new(*address, settings.media_port))
+            .collect();
+        let port = net::MediaPort::bind(&media_bind, datagram_sender).await?;
+        let media_addresses = port.local_addresses.clone();
+
+        let summaries = Arc::new(RwLock::new(Vec::new()));
+        let (commands, command_receiver) = mpsc::channel(1024);
+        let hub = Hub::new(
+            &settings.rooms,
+            port,
+            crypto,
+            certificate,
+            summaries.clone(),
+        );
+        let serving = Arc::new(AtomicBool::new(true));
+        let hub_serving = serving.clone();
+        let hub = tokio::spawn(async move {
+            hub.run(command_receiver, datagrams).await;
+            hub_serving.store(false, Ordering::Relaxed);
+        });
+
+        let (stop, stop_receiver) = watch::channel(false);
+        let app = web::router(web::WebState::new(commands.clone(), summaries));
+        let web_serving = serving.clone();
+        let web = tokio::spawn(async move {
+            if let Err(error) = web::serve(page_listener, tls, app, stop_receiver).await {
+                tracing::error!(%error, "conference page server stopped");
+            }
+            web_serving.store(false, Ordering::Relaxed);
+        });
+        tracing::info!(page = %page_address, media = ?media_addresses, "conference service listening");
+        let running = Running {
+            commands,
+            stop,
+            hub,
+            web,
+            serving,
+            page_address,
+            media_addresses,
+        };
+        Ok(ConferenceService {
+            running: Some(running),
+            config: Mutex::new(config),
+        })
     }
 
     /// Applies new rooms and PINs; removed rooms end with a message to their participants.
-    pub async fn reload(&self, _config: Arc<Config>) -> Result<(), Error> {
+    /// A changed listen address or media port needs a restart; that is logged.
+    pub async fn reload(&self, config: Arc<Config>) -> Result<(), Error> {
+        let previous = self.config.lock().map(|previous| previous.clone()).ok();
+        if let Some(previous) = previous {
+            let (old, new) = (&previous.conference, &config.conference);
+            if old.listen != new.listen
+                || old.tls != new.tls
+                || old.media_port != new.media_port
+                || old.enabled != new.enabled
+            {
+                tracing::warn!(
+                    "conference listen, tls, media_port and enabled take effect at the next restart"
+                );
+            }
+        }
+        if let Some(running) = &self.running {
+            let rooms = config.conference.rooms.clone();
+            running
+                .commands
+                .send(HubCommand::Reload { rooms })
+                .await
+                .map_err(|_| Error::Stopped)?;
+        }
+        if let Ok(mut current) = self.config.lock() {
+            *current = config;
+        }
         Ok(())
     }
 
     pub fn is_serving(&self) -> bool {
-        true
+        self.running
+            .as_ref()
+            .is_none_or(|running| running.serving.load(Ordering::Relaxed))
     }
 
-    pub async fn shutdown(self) {}
+    /// Where the page is served (the actual port when the config said port 0).
+    pub fn page_address(&self) -> Option<SocketAddr> {
+        self.running.as_ref().map(|running| running.page_address)
+    }
+
+    /// The media port's addresses, one per `server.addresses` entry.
+    pub fn media_addresses(&self) -> Vec<SocketAddr> {
+        self.running
+            .as_ref()
+            .map(|running| running.media_addresses.clone())
+            .unwrap_or_default()
+    }
+
+    /// Ends every conference with a message, stops the page server and frees the ports,
+    /// within about five seconds.
+    pub async fn shutdown(self) {
+        let Some(running) = self.running else { return };
+        let Running {
+            commands,
+            stop,
+            hub,
+            web,
+            ..
+        } = running;
+        let _ = commands.send(HubCommand::Shutdown).await;
+        drop(commands);
+        let _ = stop.send(true);
+        for (name, mut task) in [("hub", hub), ("page server", web)] {
+            if tokio::time::timeout(SHUTDOWN_BOUND, &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    task = name,
+                    "conference task did not stop in time; aborting it"
+                );
+                task.abort();
+            }
+        }
+    }
 }

@@ -1,0 +1,227 @@
+//! The media port: one UDP socket per host address, and ICE-TCP (RFC 6544, passive, framed
+//! as in RFC 4571) on the same port number. Reader tasks hand datagrams to the hub over a
+//! bounded channel; the hub sends directly.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use str0m::net::Protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::Error;
+
+/// Largest datagram we accept; WebRTC keeps packets under the path MTU.
+const MAX_DATAGRAM: usize = 2000;
+/// ICE-TCP connections at once; each costs two tasks and a small buffer.
+const MAX_TCP_CONNECTIONS: usize = 1000;
+/// Frames queued for one ICE-TCP connection before we drop (like a full UDP buffer).
+const TCP_SEND_QUEUE: usize = 512;
+
+/// A datagram from a browser, with the local address it arrived on.
+#[derive(Debug)]
+pub(crate) struct Datagram {
+    pub proto: Protocol,
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// Sending side of the media port, owned by the hub.
+pub(crate) struct MediaPort {
+    udp: Vec<Arc<UdpSocket>>,
+    tcp: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>,
+    pub local_addresses: Vec<SocketAddr>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+impl MediaPort {
+    /// Binds UDP and TCP on every address; the datagrams arrive on `inbound`.
+    pub async fn bind(
+        addresses: &[SocketAddr],
+        inbound: mpsc::Sender<Datagram>,
+    ) -> Result<Self, Error> {
+        let mut port = MediaPort {
+            udp: Vec::new(),
+            tcp: Arc::new(Mutex::new(HashMap::new())),
+            local_addresses: Vec::new(),
+            tasks: Vec::new(),
+        };
+        for address in addresses {
+            let socket = UdpSocket::bind(address)
+                .await
+                .map_err(|source| Error::Bind {
+                    address: *address,
+                    source,
+                })?;
+            let local = socket.local_addr().map_err(|source| Error::Bind {
+                address: *address,
+                source,
+            })?;
+            let socket = Arc::new(socket);
+            port.tasks.push(tokio::spawn(read_udp(
+                socket.clone(),
+                local,
+                inbound.clone(),
+            )));
+            port.udp.push(socket);
+            // ICE-TCP takes the same port number as UDP, so a test on port 0 gets one port.
+            let tcp_address = SocketAddr::new(address.ip(), local.port());
+            let listener = TcpListener::bind(tcp_address)
+                .await
+                .map_err(|source| Error::Bind {
+                    address: tcp_address,
+                    source,
+                })?;
+            port.tasks.push(tokio::spawn(accept_tcp(
+                listener,
+                local,
+                inbound.clone(),
+                port.tcp.clone(),
+            )));
+            port.local_addresses.push(local);
+        }
+        Ok(port)
+    }
+
+    /// Sends one packet; a full socket buffer or a gone TCP connection drops it, as UDP would.
+    pub fn send(&self, proto: Protocol, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+        match proto {
+            Protocol::Udp => {
+                let Some(socket) = self
+                    .udp
+                    .iter()
+                    .find(|socket| socket.local_addr().is_ok_and(|local| local == source))
+                else {
+                    return;
+                };
+                if let Err(error) = socket.try_send_to(data, destination)
+                    && error.kind() != std::io::ErrorKind::WouldBlock
+                {
+                    tracing::debug!(%destination, %error, "media send failed");
+                }
+            }
+            _ => {
+                let sender = self
+                    .tcp
+                    .lock()
+                    .ok()
+                    .and_then(|map| map.get(&destination).cloned());
+                if let Some(sender) = sender {
+                    let _ = sender.try_send(data.to_vec());
+                }
+            }
+        }
+    }
+
+    pub fn shutdown(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        if let Ok(mut map) = self.tcp.lock() {
+            map.clear();
+        }
+    }
+}
+
+async fn read_udp(socket: Arc<UdpSocket>, local: SocketAddr, inbound: mpsc::Sender<Datagram>) {
+    let mut buffer = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match socket.recv_from(&mut buffer).await {
+            Ok((length, source)) => {
+                let datagram = Datagram {
+                    proto: Protocol::Udp,
+                    source,
+                    destination: local,
+                    data: buffer[..length].to_vec(),
+                };
+                // A full queue means the hub is behind: drop, as the kernel would.
+                if let Err(mpsc::error::TrySendError::Closed(_)) = inbound.try_send(datagram) {
+                    return;
+                }
+            }
+            // ICMP port unreachable from a departed browser shows up here on Linux.
+            Err(error) => tracing::trace!(%error, "media receive error"),
+        }
+    }
+}
+
+type TcpPeers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
+
+async fn accept_tcp(
+    listener: TcpListener,
+    local: SocketAddr,
+    inbound: mpsc::Sender<Datagram>,
+    peers: TcpPeers,
+) {
+    loop {
+        let Ok((stream, remote)) = listener.accept().await else {
+            continue;
+        };
+        let (sender, receiver) = mpsc::channel(TCP_SEND_QUEUE);
+        {
+            let Ok(mut map) = peers.lock() else { return };
+            if map.len() >= MAX_TCP_CONNECTIONS {
+                continue;
+            }
+            map.insert(remote, sender);
+        }
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_tcp(
+            stream,
+            remote,
+            local,
+            inbound.clone(),
+            receiver,
+            peers.clone(),
+        ));
+    }
+}
+
+/// Runs one ICE-TCP connection: 16-bit length-prefixed frames both ways.
+async fn serve_tcp(
+    stream: TcpStream,
+    remote: SocketAddr,
+    local: SocketAddr,
+    inbound: mpsc::Sender<Datagram>,
+    mut outbound: mpsc::Receiver<Vec<u8>>,
+    peers: TcpPeers,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let read = async {
+        let mut buffer = vec![0u8; u16::MAX as usize];
+        loop {
+            let length = reader.read_u16().await? as usize;
+            reader.read_exact(&mut buffer[..length]).await?;
+            let datagram = Datagram {
+                proto: Protocol::Tcp,
+                source: remote,
+                destination: local,
+                data: buffer[..length].to_vec(),
+            };
+            if inbound.send(datagram).await.is_err() {
+                return Ok::<(), std::io::Error>(());
+            }
+        }
+    };
+    let write = async {
+        while let Some(frame) = outbound.recv().await {
+            let Ok(length) = u16::try_from(frame.len()) else {
+                continue;
+            };
+            writer.write_u16(length).await?;
+            writer.write_all(&frame).await?;
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    tokio::select! {
+        _ = read => {}
+        _ = write => {}
+    }
+    if let Ok(mut map) = peers.lock() {
+        map.remove(&remote);
+    }
+}

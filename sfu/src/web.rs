@@ -1,0 +1,348 @@
+//! The conference page and its signaling WebSocket, over HTTP or HTTPS.
+//!
+//! The page's files are compiled into the binary: no CDN, works on a network without internet.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+use crate::hub::{HubCommand, OUTBOUND_QUEUE, Outbound};
+use crate::protocol::{
+    ClientMessage, MAX_MESSAGE_BYTES, ParticipantId, ProtocolError, parse_client_message,
+};
+use crate::room::RoomSummary;
+
+/// Signaling connections at once (each is a task and a small queue).
+const MAX_CONNECTIONS: usize = 2000;
+/// A TLS handshake that takes longer than this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// WebSocket close code 1008: policy violation (RFC 6455 section 7.4.1).
+const CLOSE_POLICY: u16 = 1008;
+/// WebSocket close code 1009: message too big.
+const CLOSE_TOO_BIG: u16 = 1009;
+
+#[derive(Clone)]
+pub(crate) struct WebState {
+    pub commands: mpsc::Sender<HubCommand>,
+    pub summaries: Arc<RwLock<Vec<RoomSummary>>>,
+    pub next_id: Arc<AtomicU64>,
+    pub connections: Arc<tokio::sync::Semaphore>,
+}
+
+impl WebState {
+    pub fn new(
+        commands: mpsc::Sender<HubCommand>,
+        summaries: Arc<RwLock<Vec<RoomSummary>>>,
+    ) -> Self {
+        WebState {
+            commands,
+            summaries,
+            next_id: Arc::new(AtomicU64::new(1)),
+            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        }
+    }
+}
+
+pub(crate) fn router(state: WebState) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { page(include_str!("../../web/index.html")) }),
+        )
+        .route(
+            "/r/{room}",
+            get(|| async { page(include_str!("../../web/room.html")) }),
+        )
+        .route(
+            "/assets/style.css",
+            get(|| async {
+                asset(
+                    "text/css; charset=utf-8",
+                    include_str!("../../web/style.css"),
+                )
+            }),
+        )
+        .route(
+            "/assets/i18n.js",
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../../web/i18n.js"),
+                )
+            }),
+        )
+        .route(
+            "/assets/index.js",
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../../web/index.js"),
+                )
+            }),
+        )
+        .route(
+            "/assets/room.js",
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../../web/room.js"),
+                )
+            }),
+        )
+        .route("/api/rooms", get(list_rooms))
+        .route("/api/rooms/{room}", get(room_details))
+        .route("/ws", get(upgrade))
+        .with_state(state)
+}
+
+fn page(html: &'static str) -> Response {
+    let mut response = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+    let headers = response.headers_mut();
+    // Everything comes from this server; nothing may be loaded from elsewhere.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; connect-src 'self'; media-src 'self' blob: mediastream:; img-src 'self' data:; \
+             style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn list_rooms(State(state): State<WebState>) -> Response {
+    let summaries = state
+        .summaries
+        .read()
+        .map(|rooms| rooms.clone())
+        .unwrap_or_default();
+    axum::Json(summaries).into_response()
+}
+
+async fn room_details(State(state): State<WebState>, Path(room): Path<String>) -> Response {
+    let found = state
+        .summaries
+        .read()
+        .ok()
+        .and_then(|rooms| rooms.iter().find(|summary| summary.name == room).cloned());
+    match found {
+        Some(summary) => axum::Json(summary).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({ "error": "unknown_room" })),
+        )
+            .into_response(),
+    }
+}
+
+async fn upgrade(State(state): State<WebState>, upgrade: WebSocketUpgrade) -> Response {
+    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
+    };
+    // Our own cap, MAX_MESSAGE_BYTES, is checked per message with a clear close reason; the
+    // library's cap is a backstop against frames far beyond it.
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES * 2)
+        .max_frame_size(MAX_MESSAGE_BYTES * 2)
+        .on_upgrade(move |socket| async move {
+            let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+            serve_socket(socket, id, state.commands).await;
+            drop(permit);
+        })
+}
+
+/// Relays one browser's messages to the hub and the hub's messages back.
+async fn serve_socket(socket: WebSocket, id: ParticipantId, commands: mpsc::Sender<HubCommand>) {
+    let (outbound, mut from_hub) = mpsc::channel(OUTBOUND_QUEUE);
+    if commands
+        .send(HubCommand::Open { id, outbound })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (mut sink, mut stream) = socket.split();
+    let mut close: Option<(u16, String)> = None;
+    loop {
+        tokio::select! {
+            incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(text))) => match parse_client_message(text.as_str()) {
+                    Ok(message) => {
+                        let leaving = message == ClientMessage::Leave {};
+                        if commands.send(HubCommand::Message { id, message }).await.is_err() || leaving {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::info!(connection = id, %error, "closing signaling connection");
+                        let code = if error == ProtocolError::TooLarge { CLOSE_TOO_BIG } else { CLOSE_POLICY };
+                        close = Some((code, error.to_string()));
+                        break;
+                    }
+                },
+                Some(Ok(Message::Binary(_))) => {
+                    close = Some((CLOSE_POLICY, "binary messages are not part of the protocol".into()));
+                    break;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(error)) => {
+                    tracing::debug!(connection = id, %error, "signaling read error");
+                    close = Some((CLOSE_TOO_BIG, "message too large".into()));
+                    break;
+                }
+            },
+            outgoing = from_hub.recv() => match outgoing {
+                Some(Outbound::Message(message)) => {
+                    if sink.send(Message::Text(message.to_json().into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outbound::Close(reason)) => {
+                    close = Some((1000, reason));
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
+    let _ = commands.send(HubCommand::Close { id }).await;
+    // Flush what the hub queued before the close (an `ended` message explains why).
+    while let Ok(Outbound::Message(message)) = from_hub.try_recv() {
+        let _ = sink.send(Message::Text(message.to_json().into())).await;
+    }
+    if let Some((code, mut reason)) = close {
+        // A close reason is limited to 123 bytes; cut on a character boundary.
+        while reason.len() > 120 {
+            reason.pop();
+        }
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+    }
+    let _ = sink.close().await;
+}
+
+/// Serves HTTP or HTTPS on an already bound listener until `stop` fires.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let shutdown = {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }
+    };
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(acceptor) => {
+            let listener = TlsListener::start(listener, acceptor, stop);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
+/// An axum listener that completes TLS handshakes in their own tasks, so one slow client
+/// never holds up the others.
+struct TlsListener {
+    local: SocketAddr,
+    ready: mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+}
+
+impl TlsListener {
+    fn start(
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let local = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let (sender, ready) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    _ = stop.wait_for(|stopped| *stopped) => return,
+                };
+                let Ok((stream, remote)) = accepted else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = sender.send((stream, remote)).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        TlsListener { local, ready }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // The accept task ended (shutdown): wait for graceful shutdown to stop us.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
