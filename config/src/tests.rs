@@ -162,3 +162,36 @@ fn rcgen_pair(names: Vec<String>) -> (String, String) {
     let certified = rcgen::generate_simple_self_signed(names).unwrap();
     (certified.cert.pem(), certified.signing_key.serialize_pem())
 }
+
+/// Mutated configs never panic the parser: every outcome is a config or positioned errors.
+#[test]
+fn mutated_configs_never_panic() {
+    let original = DEFAULT_CONFIG.as_bytes();
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let alphabet = b"[]{}=\".,#\n \\'0123456789abcz-:/@$";
+    for _ in 0..3000 {
+        let mut bytes = original.to_vec();
+        for _ in 0..(next() % 8 + 1) {
+            let position = (next() as usize) % bytes.len();
+            match next() % 3 {
+                0 => bytes[position] = alphabet[(next() as usize) % alphabet.len()],
+                1 => {
+                    bytes.remove(position);
+                }
+                _ => bytes.insert(position, alphabet[(next() as usize) % alphabet.len()]),
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        if let Err(errors) = parse(&text, "fuzz.toml", Path::new("/nonexistent-base")) {
+            for error in errors.0 {
+                assert!(error.line >= 1 && error.column >= 1);
+            }
+        }
+    }
+}
