@@ -1,0 +1,258 @@
+//! Taking due messages off the queue and delivering them, one log line per event.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+
+use crate::address::Address;
+use crate::dsn::{self, FailedRecipient};
+use crate::outbound::{Outgoing, TlsPolicy};
+use crate::queue::journal::Location;
+use crate::queue::{Meta, backoff};
+use crate::{Shared, unix_now};
+
+/// Deliveries running at once.
+const MAX_PARALLEL_DELIVERIES: usize = 64;
+/// History lines kept per message (for `queue show`).
+const MAX_HISTORY: usize = 20;
+
+/// Where a group of recipients goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Destination {
+    /// A local domain's mailbox server, or the smarthost.
+    Direct(SocketAddr, bool),
+    /// The MX hosts of this domain.
+    Exchangers(String),
+}
+
+enum Outcome {
+    Delivered { relay: String, reply: String },
+    Failed { permanent: bool, diagnostic: String, remote: Option<String> },
+}
+
+/// Runs until `shutdown` turns true, then waits (at most 10 s) for deliveries in flight.
+pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(MAX_PARALLEL_DELIVERIES));
+    loop {
+        let now = unix_now();
+        let available = permits.available_permits();
+        if available > 0 {
+            for (meta, location) in shared.queue.take_due(now, available) {
+                let Ok(permit) = permits.clone().try_acquire_owned() else { break };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    deliver(&shared, meta, location).await;
+                    drop(permit);
+                    shared.queue.wake.notify_one();
+                });
+            }
+        }
+        let (depth, oldest) = shared.queue.depth_and_oldest(now);
+        metrics::gauge!("lienthong_mail_queue_depth").set(depth as f64);
+        metrics::gauge!("lienthong_mail_queue_oldest_age_seconds").set(oldest as f64);
+        let wait = match shared.queue.next_due() {
+            Some(due) if due <= now && permits.available_permits() > 0 => Duration::from_millis(10),
+            Some(due) => Duration::from_secs(due.saturating_sub(now).clamp(1, 60)),
+            None => Duration::from_secs(60),
+        };
+        tokio::select! {
+            _ = shared.queue.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(MAX_PARALLEL_DELIVERIES as u32)).await;
+}
+
+async fn deliver(shared: &Shared, mut meta: Meta, location: Location) {
+    let content = match shared.queue.read_content(location).await {
+        Ok(content) => content,
+        Err(error) => {
+            tracing::error!(queue_id = %meta.id, %error, "cannot read a queued message; will retry");
+            shared.queue.release(&meta.id, unix_now() + 60);
+            return;
+        }
+    };
+    let routes = shared.routes();
+    let mut groups: HashMap<Destination, Vec<usize>> = HashMap::new();
+    for (index, recipient) in meta.recipients.iter().enumerate() {
+        let domain = recipient.address.domain.clone();
+        let destination = match (routes.local.get(&domain), routes.smarthost) {
+            (Some(address), _) => Destination::Direct(*address, false),
+            (None, Some(smarthost)) => Destination::Direct(smarthost, routes.requires_tls(&domain)),
+            (None, None) => Destination::Exchangers(domain),
+        };
+        groups.entry(destination).or_default().push(index);
+    }
+    let mut outcomes: Vec<Option<Outcome>> = (0..meta.recipients.len()).map(|_| None).collect();
+    for (destination, indexes) in groups {
+        let results = deliver_group(shared, &meta, &content, &destination, &indexes).await;
+        for (index, outcome) in indexes.into_iter().zip(results) {
+            outcomes[index] = Some(outcome);
+        }
+    }
+    finish(shared, &mut meta, &content, outcomes).await;
+}
+
+async fn deliver_group(shared: &Shared, meta: &Meta, content: &[u8], destination: &Destination, indexes: &[usize]) -> Vec<Outcome> {
+    let routes = shared.routes();
+    let failed_all = |permanent: bool, diagnostic: String, remote: Option<String>| {
+        indexes.iter().map(|_| Outcome::Failed { permanent, diagnostic: diagnostic.clone(), remote: remote.clone() }).collect()
+    };
+    let (targets, tls_policy) = match destination {
+        Destination::Direct(address, require_tls) => {
+            let policy = if *require_tls { TlsPolicy::Required } else { TlsPolicy::Opportunistic };
+            (vec![(address.ip().to_string(), *address)], policy)
+        }
+        Destination::Exchangers(domain) => match shared.lookup.mail_exchangers(domain).await {
+            Ok(exchangers) => {
+                let policy = if routes.requires_tls(domain) { TlsPolicy::Required } else { TlsPolicy::Opportunistic };
+                (exchangers.into_iter().map(|exchanger| (exchanger.host, exchanger.address)).collect(), policy)
+            }
+            Err(failure) => {
+                let code = if failure.permanent { "550 5.1.2" } else { "451 4.4.3" };
+                return failed_all(failure.permanent, format!("{code} {}", failure.message), None);
+            }
+        },
+    };
+    let addresses: Vec<Option<Address>> = indexes.iter().map(|&index| meta.recipients[index].address.to_address()).collect();
+    let sender = meta.sender.as_ref().and_then(|sender| sender.to_address());
+    let mut recipients = Vec::new();
+    for (position, &index) in indexes.iter().enumerate() {
+        if let Some(address) = &addresses[position] {
+            let recipient = &meta.recipients[index];
+            recipients.push((address, recipient.notify, recipient.original.as_deref()));
+        }
+    }
+    if recipients.len() != indexes.len() {
+        return failed_all(true, "550 5.1.3 unreadable recipient address in the queue".into(), None);
+    }
+    let outgoing = Outgoing {
+        sender: sender.as_ref(),
+        recipients,
+        content,
+        eight_bit: meta.eight_bit,
+        smtputf8: meta.smtputf8,
+        return_full: meta.return_full,
+        envelope_id: meta.envelope_id.as_deref(),
+    };
+    let mut last_failure = String::from("451 4.4.0 no host to try");
+    for (host, address) in &targets {
+        match shared.client.send(*address, host, tls_policy, &outgoing).await {
+            Ok((tls, replies)) => {
+                let relay = match &tls {
+                    Some(tls) => format!("{host}[{address}] ({tls})"),
+                    None => format!("{host}[{address}]"),
+                };
+                return replies
+                    .into_iter()
+                    .map(|reply| match reply {
+                        Ok(reply) => Outcome::Delivered { relay: relay.clone(), reply: reply.to_string() },
+                        Err(reply) => Outcome::Failed {
+                            permanent: reply.code >= 500,
+                            diagnostic: reply.to_string().replace('\n', " "),
+                            remote: Some(host.clone()),
+                        },
+                    })
+                    .collect();
+            }
+            Err(failure) if failure.permanent => return failed_all(true, failure.message, Some(host.clone())),
+            Err(failure) => last_failure = failure.message,
+        }
+    }
+    failed_all(false, last_failure, None)
+}
+
+async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<Option<Outcome>>) {
+    let now = unix_now();
+    let routes = shared.routes();
+    let mut remaining = Vec::new();
+    let mut failed = Vec::new();
+    let mut last_temporary = None;
+    for (recipient, outcome) in meta.recipients.iter().zip(outcomes) {
+        match outcome {
+            Some(Outcome::Delivered { relay, reply }) => {
+                metrics::counter!("lienthong_mail_delivered_total").increment(1);
+                tracing::info!(queue_id = %meta.id, recipient = %recipient.address, %relay, %reply, "delivered");
+            }
+            Some(Outcome::Failed { permanent: true, diagnostic, remote }) => {
+                failed.push(FailedRecipient { recipient: recipient.clone(), diagnostic, remote });
+            }
+            Some(Outcome::Failed { permanent: false, diagnostic, .. }) => {
+                metrics::counter!("lienthong_mail_deferred_total").increment(1);
+                tracing::warn!(queue_id = %meta.id, recipient = %recipient.address, reply = %diagnostic, "deferred");
+                meta.history.push(format!("{} deferred <{}>: {diagnostic}", crate::message::rfc822_date(now), recipient.address));
+                last_temporary = Some(diagnostic);
+                remaining.push(recipient.clone());
+            }
+            None => remaining.push(recipient.clone()),
+        }
+    }
+    let expired = now.saturating_sub(meta.arrived_unix) >= routes.queue.give_up_after.as_secs();
+    if expired && !remaining.is_empty() {
+        let reason = last_temporary.clone().unwrap_or_default();
+        let days = routes.queue.give_up_after.as_secs() / 86400;
+        for recipient in remaining.drain(..) {
+            let diagnostic = format!("550 5.4.7 gave up after {days} days in the queue; last error: {reason}");
+            failed.push(FailedRecipient { recipient, diagnostic, remote: None });
+        }
+    }
+    if !failed.is_empty() {
+        bounce(shared, meta, content, &failed, now).await;
+    }
+    if remaining.is_empty() {
+        shared.queue.complete(&meta.id).await;
+        return;
+    }
+    meta.attempts += 1;
+    meta.recipients = remaining;
+    meta.last_error = last_temporary;
+    let delay = backoff(meta.attempts, routes.queue.retry_after, routes.queue.max_retry_interval);
+    meta.next_attempt_unix = now + delay.as_secs().max(1);
+    let excess = meta.history.len().saturating_sub(MAX_HISTORY);
+    meta.history.drain(..excess);
+    if let Err(error) = shared.queue.defer(meta.clone()).await {
+        tracing::error!(queue_id = %meta.id, %error, "cannot record the deferral; the message stays queued as before");
+        shared.queue.release(&meta.id, meta.next_attempt_unix);
+    }
+}
+
+async fn bounce(shared: &Shared, meta: &Meta, content: &[u8], failed: &[FailedRecipient], now: u64) {
+    for failure in failed {
+        metrics::counter!("lienthong_mail_bounced_total").increment(1);
+        tracing::warn!(queue_id = %meta.id, recipient = %failure.recipient.address, reply = %failure.diagnostic, "bounced");
+    }
+    // Never answer a bounce with a bounce (RFC 5321 4.5.5: the null sender gets nothing).
+    let Some(sender) = meta.sender.as_ref().and_then(|sender| sender.to_address()) else { return };
+    let notify: Vec<FailedRecipient> = failed
+        .iter()
+        .filter(|failure| dsn::wants_failure_notice(&failure.recipient))
+        .map(|failure| FailedRecipient {
+            recipient: failure.recipient.clone(),
+            diagnostic: failure.diagnostic.clone(),
+            remote: failure.remote.clone(),
+        })
+        .collect();
+    if notify.is_empty() {
+        return;
+    }
+    let hostname = shared.routes().hostname.clone();
+    let id = crate::new_queue_id();
+    let report = dsn::bounce(&hostname, meta, content, &notify, &id, now);
+    let envelope = crate::session::Envelope {
+        sender: None,
+        recipients: vec![crate::session::Recipient { address: sender, notify: 0, original: None }],
+        return_full: false,
+        envelope_id: None,
+        eight_bit: true,
+        smtputf8: meta.smtputf8,
+    };
+    let bounce_meta = Meta::new(id.clone(), &envelope, report.len() as u64, now);
+    match shared.queue.enqueue(bounce_meta, report).await {
+        Ok(()) => tracing::info!(queue_id = %id, original = %meta.id, "bounce queued"),
+        Err(error) => tracing::error!(queue_id = %meta.id, %error, "cannot queue the bounce"),
+    }
+}
