@@ -50,7 +50,7 @@ pub struct Conference {
 }
 
 /// A standing meeting room.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Room {
     /// URL name: lowercase letters, digits and `-` (`/r/giao-ban`).
     pub name: String,
@@ -60,6 +60,20 @@ pub struct Room {
     /// The sites a participant picks from, e.g. the province and its districts.
     pub sites: Vec<String>,
     pub max_participants: u32,
+}
+
+/// PINs stay out of debug output (and so out of any log line).
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room")
+            .field("name", &self.name)
+            .field("title", &self.title)
+            .field("pin", &"<redacted>")
+            .field("chair_pin", &"<redacted>")
+            .field("sites", &self.sites)
+            .field("max_participants", &self.max_participants)
+            .finish()
+    }
 }
 
 pub(crate) fn validate(raw: RawConference, server: &Server, context: &mut Context<'_>) -> Conference {

@@ -94,7 +94,7 @@ pub struct MailDomain {
 }
 
 /// A person or system that may authenticate and send.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MailUser {
     /// The AUTH login, an address such as `vanthu@ninhthuan.gov.vn` (lowercase).
     pub login: String,
@@ -102,6 +102,17 @@ pub struct MailUser {
     pub password_hash: String,
     /// Envelope senders and `From:` addresses this user may use (lowercase).
     pub may_send_as: Vec<String>,
+}
+
+/// The hash stays out of debug output (and so out of any log line).
+impl std::fmt::Debug for MailUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailUser")
+            .field("login", &self.login)
+            .field("password_hash", &"<redacted>")
+            .field("may_send_as", &self.may_send_as)
+            .finish()
+    }
 }
 
 /// Where foreign mail goes and how.

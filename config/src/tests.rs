@@ -195,3 +195,13 @@ fn mutated_configs_never_panic() {
         }
     }
 }
+
+#[test]
+fn secrets_stay_out_of_debug_output() {
+    let source = "[[mail.user]]\nlogin = \"vanthu@ninhthuan.gov.vn\"\npassword = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g\"\n\n[[conference.room]]\nname = \"giao-ban\"\npin = \"246810\"\nchair_pin = \"135790\"\nsites = [\"A\"]\n";
+    let config = parse(source, "t.toml", Path::new("/")).expect("valid");
+    let debug = format!("{config:?}");
+    for secret in ["aGFzaGhhc2g", "246810", "135790"] {
+        assert!(!debug.contains(secret), "{secret} leaked into {debug}");
+    }
+}
