@@ -53,6 +53,10 @@ pub async fn serve(address: SocketAddr, state: AdminState) -> anyhow::Result<Joi
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
+    let config = state.config.read().await.clone();
+    for (service, serving) in state.services.read().await.health(&config) {
+        metrics::gauge!("lienthong_service_serving", "service" => service).set(if serving { 1.0 } else { 0.0 });
+    }
     state.metrics.run_upkeep();
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }

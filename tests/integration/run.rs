@@ -20,6 +20,7 @@ fn runs_on_the_built_in_default_and_stops_cleanly_on_sigterm() {
     let (status, metrics) = http(instance.admin, "GET", "/metrics").unwrap();
     assert_eq!(status, 200);
     assert!(metrics.contains("lienthong_build_info"), "{metrics}");
+    assert!(metrics.contains("lienthong_service_serving{service=\"mail\"} 1"), "{metrics}");
     let status = instance.stop();
     assert!(status.success(), "exit status {status}");
 }
