@@ -81,3 +81,38 @@ fn a_listen_address_in_use_is_named() {
     assert_eq!(code, 1);
     assert!(stderr.contains(&format!("cannot listen on 127.0.0.1:{} (admin.listen)", ports.admin)), "{stderr}");
 }
+
+/// `dig +short` against the instance's DNS port.
+fn dig(port: u16, name: &str, record_type: &str) -> String {
+    let output = std::process::Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+short", "+time=2", "+tries=1", name, record_type])
+        .output()
+        .expect("dig (package bind9-dnsutils; scripts/test.sh installs it)");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[test]
+fn sighup_changes_what_dns_answers_without_a_restart() {
+    let ports = Ports::new();
+    let zone = |address: &str| {
+        format!(
+            "{}\n[[dns.zone]]\nname = \"ninhthuan.gov.vn\"\nrecords = [\"www 300 IN A {address}\"]\n",
+            ports.config(true, false, false)
+        )
+    };
+    let instance = Instance::start(&zone("10.20.0.10"));
+    assert_eq!(dig(ports.dns, "www.ninhthuan.gov.vn", "A"), "10.20.0.10");
+    let serial_before: u64 =
+        dig(ports.dns, "ninhthuan.gov.vn", "SOA").split_whitespace().nth(2).and_then(|s| s.parse().ok()).expect("SOA");
+    let pid_before = instance.pid();
+
+    instance.write_config(&zone("10.20.0.11"));
+    instance.signal("HUP");
+    wait_until(Duration::from_secs(20), || dig(ports.dns, "www.ninhthuan.gov.vn", "A") == "10.20.0.11")
+        .unwrap_or_else(|_| panic!("the changed record was not served after SIGHUP:\n{}", instance.stderr()));
+    let serial_after: u64 =
+        dig(ports.dns, "ninhthuan.gov.vn", "SOA").split_whitespace().nth(2).and_then(|s| s.parse().ok()).expect("SOA");
+    assert!(serial_after > serial_before, "SOA serial {serial_before} -> {serial_after} did not increase");
+    assert_eq!(instance.pid(), pid_before);
+    assert!(instance.stop().success());
+}
