@@ -117,3 +117,66 @@ pub fn lines(records: &[hickory_proto::rr::Record]) -> Vec<String> {
     lines.sort();
     lines
 }
+
+/// Runs `dig` with `arguments`; fails the test with a clear message when dig is missing.
+pub async fn dig(port: u16, arguments: &[&str]) -> String {
+    let port = port.to_string();
+    let mut command = tokio::process::Command::new("dig");
+    command.args(["@127.0.0.1", "-p", &port, "+time=3", "+tries=1"]).args(arguments);
+    let output = command
+        .output()
+        .await
+        .unwrap_or_else(|error| panic!("cannot run dig ({error}); install it: apt-get install bind9-dnsutils"));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A fake upstream resolver on loopback: answers every A query with `address` (TTL 300),
+/// names starting with `nx` with NXDOMAIN (negative TTL 60), and counts what it receives.
+pub struct FakeUpstream {
+    pub address: std::net::SocketAddr,
+    pub queries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeUpstream {
+    pub async fn start(answer: std::net::Ipv4Addr) -> FakeUpstream {
+        use hickory_proto::rr::rdata::{A, SOA};
+        use hickory_proto::rr::{RData, Record};
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let address = socket.local_addr().unwrap();
+        let queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = queries.clone();
+        let task = tokio::spawn(async move {
+            let mut buffer = [0u8; 4096];
+            loop {
+                let Ok((length, peer)) = socket.recv_from(&mut buffer).await else { return };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Ok(request) = Message::from_vec(&buffer[..length]) else { continue };
+                let mut response = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
+                response.metadata.recursion_desired = true;
+                response.metadata.recursion_available = true;
+                response.add_queries(request.queries.iter().cloned());
+                let question = request.queries[0].name().clone();
+                if question.to_ascii().starts_with("nx") {
+                    response.metadata.response_code = hickory_proto::op::ResponseCode::NXDomain;
+                    let soa = SOA::new(Name::from_ascii("ns.example.").unwrap(), Name::from_ascii("h.example.").unwrap(), 1, 1, 1, 1, 60);
+                    response.add_authority(Record::from_rdata(Name::from_ascii("example.").unwrap(), 600, RData::SOA(soa)));
+                } else {
+                    response.add_answer(Record::from_rdata(question, 300, RData::A(A(answer))));
+                }
+                let _ = socket.send_to(&response.to_vec().unwrap(), peer).await;
+            }
+        });
+        FakeUpstream { address, queries, task }
+    }
+
+    pub fn count(&self) -> usize {
+        self.queries.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
