@@ -206,7 +206,7 @@ fn bdat_chunks() {
         "EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<a@ninhthuan.gov.vn>\r\nBDAT 9\r\nSubject: BDAT 5 LAST\r\nhelloQUIT\r\n",
     );
     assert_eq!(codes(&replies), ["250", "250", "250", "250", "250", "221"], "{replies}");
-    assert_eq!(stored[0].content, b"Subject: \r\nhello");
+    assert_eq!(stored[0].content, b"Subject: hello");
 }
 
 #[test]
