@@ -180,3 +180,68 @@ impl Drop for FakeUpstream {
         self.task.abort();
     }
 }
+
+/// A UDP port free right now on 127.0.0.1 (for peers that need their port up front).
+pub fn free_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+    if tcp.is_err() {
+        return free_port();
+    }
+    port
+}
+
+/// Sends `packet` over UDP to 127.0.0.1:`port`, returns the decoded answer (None on timeout).
+pub async fn udp_exchange(port: u16, packet: &[u8]) -> Option<Message> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.ok()?;
+    socket.send_to(packet, ("127.0.0.1", port)).await.ok()?;
+    let mut buffer = vec![0u8; 65535];
+    let (length, _) = tokio::time::timeout(std::time::Duration::from_secs(2), socket.recv_from(&mut buffer)).await.ok()?.ok()?;
+    Message::from_vec(&buffer[..length]).ok()
+}
+
+/// A private NSD with its own config in a directory; killed (by PID) when dropped.
+pub struct Nsd {
+    pub port: u16,
+    child: std::process::Child,
+    pub directory: std::path::PathBuf,
+}
+
+impl Nsd {
+    /// Starts NSD with `zone_clause` (the `zone:` section) on a free port.
+    pub fn start(directory: &Path, zone_clause: &str, port: u16) -> Nsd {
+        let conf = format!(
+            "server:\n  ip-address: 127.0.0.1\n  port: {port}\n  do-ip6: no\n  server-count: 1\n  username: \"\"\n  chroot: \"\"\n  database: \"\"\n  zonesdir: \"{dir}\"\n  zonelistfile: \"{dir}/zone.list\"\n  xfrdfile: \"{dir}/xfrd.state\"\n  xfrdir: \"{dir}\"\n  pidfile: \"{dir}/nsd.pid\"\n  logfile: \"{dir}/nsd.log\"\n  verbosity: 2\n  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\nremote-control:\n  control-enable: no\n{zone_clause}",
+            dir = directory.display()
+        );
+        std::fs::write(directory.join("nsd.conf"), conf).unwrap();
+        let child = std::process::Command::new("nsd")
+            .args(["-d", "-c"])
+            .arg(directory.join("nsd.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot run nsd ({error}); install it: apt-get install nsd"));
+        Nsd { port, child, directory: directory.to_path_buf() }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.directory.join("nsd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nsd {
+    fn drop(&mut self) {
+        // SIGTERM lets NSD stop its own server children; then reap it.
+        let _ = std::process::Command::new("kill").arg(self.child.id().to_string()).status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
