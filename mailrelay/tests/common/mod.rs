@@ -125,6 +125,8 @@ pub struct Sink {
     /// This many DATA commands are answered 451 before the sink accepts.
     pub temporary_failures: AtomicUsize,
     pub connections: AtomicUsize,
+    /// Milliseconds to wait before answering the end of DATA (a slow mailbox server).
+    pub delay_milliseconds: std::sync::atomic::AtomicU64,
 }
 
 impl Sink {
@@ -183,6 +185,10 @@ impl Sink {
             } else if upper.starts_with("DATA") {
                 write.write_all(b"354 go ahead\r\n").await?;
                 let content = read_data(&mut reader).await?;
+                let delay = self.delay_milliseconds.load(Ordering::Relaxed);
+                if delay > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
                 let failing = self
                     .temporary_failures
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1))
@@ -233,8 +239,10 @@ async fn read_data(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> st
 /// A raw SMTP conversation over plain TCP: sends `script` in one write, reads until `replies`
 /// final reply lines arrived (or 10 s passed).
 pub async fn converse(port: u16, script: &[u8], replies: usize) -> String {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    stream.write_all(script).await.unwrap();
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return String::new() };
+    if stream.write_all(script).await.is_err() {
+        return String::new();
+    }
     let mut received = Vec::new();
     let mut buffer = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(10);
