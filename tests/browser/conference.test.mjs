@@ -1,0 +1,243 @@
+// End-to-end: the real lienthong binary and three headless Chromium participants with fake
+// cameras and microphones, all on loopback.
+//
+// Run: tests/browser/run.sh (installs Chromium and playwright-core when missing).
+// LIENTHONG_BIN overrides the binary (default: target/debug/lienthong);
+// CHROMIUM overrides the browser (default: /usr/bin/chromium);
+// SCREENSHOT_DIR keeps the screenshots (default: a temporary directory).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import net from 'node:net';
+import dgram from 'node:dgram';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const binary = process.env.LIENTHONG_BIN || resolve(here, '../../target/debug/lienthong');
+const browserPath = process.env.CHROMIUM || '/usr/bin/chromium';
+const ROOM = 'giao-ban';
+const PIN = '246810';
+const CHAIR_PIN = '135790';
+
+let server;
+let serverLog = '';
+let workDir;
+let baseUrl;
+let browser;
+const pages = {};
+
+/** A port free for both TCP and UDP (the media port serves both on one number). */
+async function freePort() {
+  for (;;) {
+    const port = await new Promise((done, fail) => {
+      const socket = dgram.createSocket('udp4');
+      socket.on('error', fail);
+      socket.bind(0, '127.0.0.1', () => {
+        const { port } = socket.address();
+        socket.close(() => done(port));
+      });
+    });
+    const tcpFree = await new Promise((done) => {
+      const probe = net.createServer();
+      probe.once('error', () => done(false));
+      probe.listen(port, '127.0.0.1', () => probe.close(() => done(true)));
+    });
+    if (tcpFree) return port;
+  }
+}
+
+async function waitFor(what, check, timeoutMs = 20000, intervalMs = 200) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (error) {
+      last = error;
+    }
+    await new Promise((done) => setTimeout(done, intervalMs));
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last && last.message ? last.message : last)})\n--- server log ---\n${serverLog.slice(-4000)}`);
+}
+
+before(async () => {
+  assert.ok(existsSync(binary), `lienthong binary not found at ${binary}: run \`cargo build\` first or set LIENTHONG_BIN`);
+  assert.ok(existsSync(browserPath), `Chromium not found at ${browserPath}: run tests/browser/run.sh (it installs Debian's chromium) or set CHROMIUM`);
+  workDir = mkdtempSync(join(tmpdir(), 'lienthong-browser-'));
+  const [pagePort, mediaPort, adminPort] = [await freePort(), await freePort(), await freePort()];
+  const config = `
+[server]
+hostname = "hub.ninhthuan.gov.vn"
+addresses = ["127.0.0.1"]
+state_dir = "${join(workDir, 'state')}"
+[admin]
+listen = "127.0.0.1:${adminPort}"
+[dns]
+enabled = false
+[mail]
+enabled = false
+[conference]
+listen = "127.0.0.1:${pagePort}"
+media_port = ${mediaPort}
+[[conference.room]]
+name = "${ROOM}"
+title = "Họp giao ban UBND tỉnh"
+pin = "${PIN}"
+chair_pin = "${CHAIR_PIN}"
+sites = ["UBND tỉnh", "Huyện A", "Huyện B"]
+max_participants = 50
+`;
+  const configPath = join(workDir, 'lienthong.toml');
+  writeFileSync(configPath, config);
+  server = spawn(binary, ['run', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' } });
+  server.stdout.on('data', (chunk) => { serverLog += chunk; });
+  server.stderr.on('data', (chunk) => { serverLog += chunk; });
+  baseUrl = `http://127.0.0.1:${pagePort}`;
+  await waitFor('the conference page', async () => (await fetch(`${baseUrl}/api/rooms`)).ok);
+
+  browser = await chromium.launch({
+    executablePath: browserPath,
+    headless: true,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+      '--autoplay-policy=no-user-gesture-required',
+      '--auto-select-desktop-capture-source=Entire screen',
+    ],
+  });
+});
+
+after(async () => {
+  if (browser) await browser.close().catch(() => {});
+  if (server && server.exitCode === null) {
+    server.kill('SIGTERM');
+    await new Promise((done) => {
+      const timer = setTimeout(() => { server.kill('SIGKILL'); done(); }, 10000);
+      server.once('exit', () => { clearTimeout(timer); done(); });
+    });
+  }
+  if (workDir) rmSync(workDir, { recursive: true, force: true });
+});
+
+async function openPage() {
+  const context = await browser.newContext({ permissions: ['camera', 'microphone'], viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on('pageerror', (error) => console.error('page error:', error.message));
+  await page.goto(`${baseUrl}/r/${ROOM}`);
+  await page.waitForSelector('#join-site option', { state: 'attached' });
+  return page;
+}
+
+async function fillJoin(page, name, site, pin) {
+  await page.fill('#join-name', name);
+  await page.selectOption('#join-site', site);
+  await page.fill('#join-pin', pin);
+  await page.click('#join-submit');
+}
+
+async function joinRoom(name, site, pin) {
+  const page = await openPage();
+  await fillJoin(page, name, site, pin);
+  await page.waitForFunction(() => window.lienthong.state.me !== null, null, { timeout: 15000 });
+  return page;
+}
+
+const myId = (page) => page.evaluate(() => window.lienthong.state.me);
+const stats = (page) => page.evaluate(() => window.lienthong.receiveStats());
+const tileIds = (page) => page.$$eval('#tiles .tile', (tiles) => tiles.map((tile) => Number(tile.dataset.participant)).sort());
+
+test('a wrong PIN is refused with a clear message', async () => {
+  const page = await openPage();
+  await fillJoin(page, 'Người thử', 'Huyện A', '000000');
+  await page.waitForSelector('#join-error:not([hidden])');
+  assert.equal(await page.$eval('#join-error', (box) => box.dataset.reason), 'wrong_pin');
+  assert.equal(await page.$eval('#join-error', (box) => box.textContent), 'Mã PIN không đúng.');
+  assert.equal(await page.isHidden('#meeting-view'), true);
+  await page.context().close();
+});
+
+test('three participants receive and decode each other\'s video and audio', async () => {
+  pages.chair = await joinRoom('Trần Văn Chủ', 'UBND tỉnh', CHAIR_PIN);
+  pages.a = await joinRoom('Lê Thị An', 'Huyện A', PIN);
+  pages.b = await joinRoom('Phạm Văn Bình', 'Huyện B', PIN);
+  const ids = { chair: await myId(pages.chair), a: await myId(pages.a), b: await myId(pages.b) };
+  pages.ids = ids;
+  const all = Object.values(ids).sort();
+  for (const [who, page] of Object.entries({ chair: pages.chair, a: pages.a, b: pages.b })) {
+    await waitFor(`${who} to show three tiles`, async () => JSON.stringify(await tileIds(page)) === JSON.stringify(all));
+    const others = all.filter((id) => id !== ids[who]);
+    const first = await waitFor(`${who} to decode the others' media`, async () => {
+      const current = await stats(page);
+      return others.every((id) => current[id] && current[id].framesDecoded > 0 && current[id].audioBytesReceived > 0) && current;
+    });
+    await waitFor(`${who}'s received media to keep flowing`, async () => {
+      const current = await stats(page);
+      return others.every((id) => current[id].framesDecoded > first[id].framesDecoded
+        && current[id].audioBytesReceived > first[id].audioBytesReceived);
+    });
+  }
+  const shots = process.env.SCREENSHOT_DIR || workDir;
+  await pages.chair.screenshot({ path: join(shots, 'three-participants.png') });
+  console.log(`screenshot: ${join(shots, 'three-participants.png')}`);
+});
+
+test('the chair mutes a participant and its audio stops reaching the others', async () => {
+  const { ids } = pages;
+  await pages.chair.click(`#tiles .tile[data-participant="${ids.a}"] [data-action="mute"]`);
+  await waitFor('A to see it was muted', () => pages.a.evaluate(() => window.lienthong.state.microphone === false));
+  await waitFor('B to show A muted', () => pages.b.$eval(`#tiles .tile[data-participant="${ids.a}"] .muted-icon`, (icon) => !icon.hidden));
+  // Let packets already in flight drain, then A's audio must stand still at B and at the
+  // chair while the chair's audio keeps arriving at B.
+  await new Promise((done) => setTimeout(done, 1000));
+  const before = { b: await stats(pages.b), chair: await stats(pages.chair) };
+  await new Promise((done) => setTimeout(done, 2500));
+  const after = { b: await stats(pages.b), chair: await stats(pages.chair) };
+  assert.equal(after.b[ids.a].audioBytesReceived, before.b[ids.a].audioBytesReceived, 'A\'s audio still reaches B');
+  assert.equal(after.chair[ids.a].audioBytesReceived, before.chair[ids.a].audioBytesReceived, 'A\'s audio still reaches the chair');
+  assert.ok(after.b[ids.chair].audioBytesReceived > before.b[ids.chair].audioBytesReceived, 'the chair\'s audio stopped too');
+  assert.ok(after.b[ids.a].framesDecoded > before.b[ids.a].framesDecoded, 'A\'s video stopped too');
+});
+
+test('a participant\'s attempt to mute someone is refused by the server', async () => {
+  const { ids } = pages;
+  await pages.b.evaluate((chair) => window.lienthong.send({ type: 'mute', participant: chair }), ids.chair);
+  await waitFor('the refusal', () => pages.b.evaluate(() => window.lienthong.lastRefusal() === 'not_chair'));
+  assert.equal(await pages.b.isVisible('#toast'), true);
+  const first = await stats(pages.a);
+  await waitFor('the chair\'s audio to keep reaching A', async () => (await stats(pages.a))[ids.chair].audioBytesReceived > first[ids.chair].audioBytesReceived);
+  assert.equal(await pages.chair.evaluate(() => window.lienthong.state.microphone), true);
+  // No chair controls are offered to a participant either.
+  assert.equal(await pages.b.isHidden(`#tiles .tile[data-participant="${ids.chair}"] .chair-controls`), true);
+});
+
+test('a screen share reaches the others and is shown large', async () => {
+  const { ids } = pages;
+  await pages.a.click('#toggle-screen');
+  await waitFor('A to share its screen', () => pages.a.evaluate(() => Boolean(window.lienthong.state.screenTrack)));
+  for (const [who, page] of [['chair', pages.chair], ['b', pages.b]]) {
+    const first = await waitFor(`${who} to decode A's screen`, async () => {
+      const current = await stats(page);
+      return current[ids.a] && current[ids.a].screenFramesDecoded > 0 && current;
+    });
+    await waitFor(`${who} to keep decoding A's screen`, async () => (await stats(page))[ids.a].screenFramesDecoded > first[ids.a].screenFramesDecoded);
+    await waitFor(`${who} to show the screen on the stage`, () => page.isVisible('#stage'));
+  }
+  await pages.chair.screenshot({ path: join(process.env.SCREENSHOT_DIR || workDir, 'screen-share.png') });
+});
+
+test('a participant who leaves disappears from the others\' pages', async () => {
+  const { ids } = pages;
+  await pages.b.click('#leave');
+  await waitFor('B\'s page to say it left', () => pages.b.isVisible('#ended-view'));
+  const remaining = [ids.chair, ids.a].sort();
+  for (const [who, page] of [['chair', pages.chair], ['a', pages.a]]) {
+    await waitFor(`${who} to drop B's tile`, async () => JSON.stringify(await tileIds(page)) === JSON.stringify(remaining));
+  }
+});

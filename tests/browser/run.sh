@@ -1,0 +1,15 @@
+#!/bin/sh
+# Runs the conference page's end-to-end tests with a real headless Chromium.
+# Installs what they need when missing: Debian's chromium (apt-get) and playwright-core
+# (npm ci, pinned in package-lock.json). Needs target/debug/lienthong (cargo build) unless
+# LIENTHONG_BIN names another binary.
+set -eu
+cd "$(dirname "$0")"
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
+    echo "installing chromium (apt-get)" >&2
+    if [ "$(id -u)" -eq 0 ]; then apt-get install -y chromium; else sudo apt-get install -y chromium; fi
+fi
+if [ ! -d node_modules/playwright-core ]; then
+    npm ci --no-audit --no-fund
+fi
+exec node --test --test-concurrency=1 --test-timeout=180000 conference.test.mjs

@@ -1,0 +1,584 @@
+// The meeting page at /r/<room>: join form, tiles, controls, signaling and reconnection.
+// Signaling protocol: docs/signaling.md (version 1).
+'use strict';
+
+const t = lienthongI18n.t;
+const roomName = decodeURIComponent(location.pathname.split('/')[2] || '');
+const element = (id) => document.getElementById(id);
+
+const state = {
+  ws: null,
+  pc: null,
+  me: null,
+  role: null,
+  join: null, // { name, site, pin }
+  resume: null,
+  participants: new Map(), // id -> view from the server
+  tiles: new Map(), // id -> tile element
+  streams: new Map(), // "p7" / "p7-screen" -> MediaStream
+  receivers: [], // { participant, kind, receiver }
+  speaker: null,
+  spotlight: null,
+  locked: false,
+  localStream: new MediaStream(),
+  microphone: true,
+  camera: true,
+  screenTrack: null,
+  screenTransceiver: null,
+  makingOffer: false,
+  ended: false,
+  reconnectAttempt: 0,
+  reconnecting: false,
+  disconnectedTimer: null,
+};
+
+// ---------------------------------------------------------------------------------------
+// Join form
+
+async function loadRoom() {
+  element('room-title').textContent = roomName;
+  const response = await fetch('/api/rooms/' + encodeURIComponent(roomName), { cache: 'no-store' }).catch(() => null);
+  if (!response || !response.ok) {
+    showJoinError('unknown_room');
+    element('join-form').querySelectorAll('input, select, button').forEach((control) => { control.disabled = true; });
+    return;
+  }
+  const room = await response.json();
+  element('room-title').textContent = room.title;
+  document.title = room.title;
+  const select = element('join-site');
+  select.replaceChildren();
+  for (const site of room.sites) {
+    const option = document.createElement('option');
+    option.value = site;
+    option.textContent = site;
+    select.append(option);
+  }
+  const saved = JSON.parse(localStorage.getItem('lienthong.identity') || '{}');
+  if (saved.name) element('join-name').value = saved.name;
+  if (saved.site && room.sites.includes(saved.site)) select.value = saved.site;
+}
+
+function showJoinError(reason) {
+  const error = element('join-error');
+  error.textContent = t('refused.' + reason) !== 'refused.' + reason ? t('refused.' + reason) : t('refused.other');
+  error.dataset.reason = reason;
+  error.hidden = false;
+  element('join-submit').disabled = false;
+  element('join-submit').textContent = t('join.submit');
+}
+
+element('join-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  element('join-error').hidden = true;
+  element('join-submit').disabled = true;
+  element('join-submit').textContent = t('join.joining');
+  state.join = {
+    name: element('join-name').value.trim(),
+    site: element('join-site').value,
+    pin: element('join-pin').value.trim(),
+  };
+  localStorage.setItem('lienthong.identity', JSON.stringify({ name: state.join.name, site: state.join.site }));
+  state.ended = false;
+  state.resume = null;
+  if (state.localStream.getTracks().length === 0) await openLocalMedia();
+  connect();
+});
+
+async function openLocalMedia(constraints) {
+  const attempts = constraints ? [constraints] : [{ audio: true, video: true }, { audio: true }, { video: true }];
+  for (const attempt of attempts) {
+    try {
+      const stream = await navigator.mediaDevices.getUserMedia(attempt);
+      for (const track of stream.getTracks()) state.localStream.addTrack(track);
+      return;
+    } catch (error) {
+      console.warn('getUserMedia', attempt, error);
+    }
+  }
+  toast(t('media.denied'));
+}
+
+// ---------------------------------------------------------------------------------------
+// Signaling
+
+function send(message) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(message));
+}
+
+function connect() {
+  const scheme = location.protocol === 'https:' ? 'wss://' : 'ws://';
+  const ws = new WebSocket(scheme + location.host + '/ws');
+  state.ws = ws;
+  ws.onopen = () => {
+    send({ type: 'join', v: 1, room: roomName, name: state.join.name, site: state.join.site, pin: state.join.pin, resume: state.resume });
+  };
+  ws.onmessage = (event) => {
+    let message;
+    try { message = JSON.parse(event.data); } catch (error) { return; }
+    handleMessage(message).catch((error) => console.error('signaling', message.type, error));
+  };
+  ws.onclose = () => {
+    if (state.ws !== ws) return;
+    if (!state.ended && state.me !== null) scheduleReconnect();
+    else if (!state.ended && state.reconnecting) scheduleReconnect();
+  };
+}
+
+async function handleMessage(message) {
+  switch (message.type) {
+    case 'welcome': return welcome(message);
+    case 'refused': return refused(message);
+    case 'joined': upsertParticipant(message.participant); return render();
+    case 'updated': upsertParticipant(message.participant); return render();
+    case 'left': removeParticipant(message.participant); return render();
+    case 'room':
+      state.locked = message.locked;
+      state.spotlight = message.spotlight;
+      return render();
+    case 'speaker': state.speaker = message.participant; return render();
+    case 'forced': return forced(message);
+    case 'offer': return serverOffer(message.sdp);
+    case 'answer': return serverAnswer(message.sdp);
+    case 'ended': return ended(message.reason);
+    default: return undefined;
+  }
+}
+
+function welcome(message) {
+  const wasReconnecting = state.reconnecting;
+  state.me = message.you;
+  state.role = message.role;
+  state.resume = message.resume;
+  state.locked = message.locked;
+  state.spotlight = message.spotlight;
+  state.speaker = message.speaker;
+  state.reconnecting = false;
+  state.reconnectAttempt = 0;
+  element('room-title').textContent = message.title;
+  state.participants.clear();
+  for (const tile of state.tiles.values()) tile.remove();
+  state.tiles.clear();
+  state.streams.clear();
+  state.receivers = [];
+  state.participants.set(state.me, {
+    id: state.me, name: state.join.name, site: state.join.site, role: message.role,
+    microphone: state.microphone, camera: state.camera, screen: false,
+  });
+  for (const participant of message.participants) state.participants.set(participant.id, participant);
+  element('join-view').hidden = true;
+  element('ended-view').hidden = true;
+  element('meeting-view').hidden = false;
+  banner(wasReconnecting ? t('status.reconnected') : null, true);
+  startPeerConnection();
+  sendMediaState();
+  render();
+}
+
+function refused(message) {
+  if (state.me === null) {
+    // A refused join: back to the form (also after a failed rejoin).
+    state.ended = true;
+    state.reconnecting = false;
+    banner(null);
+    if (state.ws) state.ws.close();
+    element('meeting-view').hidden = true;
+    element('join-view').hidden = false;
+    showJoinError(message.reason);
+  } else {
+    toast(t('refused.' + message.reason));
+    lastRefusal = message.reason;
+  }
+}
+let lastRefusal = null;
+
+function forced(message) {
+  if (!message.microphone) {
+    setMicrophone(false, false);
+    toast(t('forced.microphone'));
+  }
+  if (!message.camera) {
+    setCamera(false, false);
+    toast(t('forced.camera'));
+  }
+}
+
+function ended(reason) {
+  if (reason === 'media_failed' || reason === 'shutdown') {
+    // Not the user's doing: come back by ourselves.
+    if (reason === 'shutdown') banner(t('ended.shutdown'));
+    return;
+  }
+  finish(t('ended.' + reason));
+}
+
+function finish(text) {
+  state.ended = true;
+  state.me = null;
+  closePeerConnection();
+  if (state.ws) state.ws.close();
+  element('meeting-view').hidden = true;
+  element('ended-view').hidden = false;
+  element('ended-message').textContent = text;
+  banner(null);
+}
+
+function scheduleReconnect() {
+  closePeerConnection();
+  state.me = null;
+  state.reconnecting = true;
+  banner(t('status.reconnecting'));
+  const delay = Math.min(1000 * 2 ** state.reconnectAttempt, 8000);
+  state.reconnectAttempt += 1;
+  setTimeout(() => { if (state.reconnecting && !state.ended) connect(); }, delay);
+}
+
+// ---------------------------------------------------------------------------------------
+// WebRTC: the browser publishes with its own offers and is the "polite" peer of perfect
+// negotiation; the server offers the other participants' tracks.
+
+function startPeerConnection() {
+  closePeerConnection();
+  const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+  state.pc = pc;
+  pc.onnegotiationneeded = () => makeOffer(pc);
+  pc.ontrack = (event) => attachTrack(event);
+  pc.onconnectionstatechange = () => {
+    if (state.pc !== pc) return;
+    clearTimeout(state.disconnectedTimer);
+    if (pc.connectionState === 'failed') restartSession();
+    if (pc.connectionState === 'disconnected') state.disconnectedTimer = setTimeout(restartSession, 5000);
+  };
+  const audio = state.localStream.getAudioTracks()[0];
+  const video = state.localStream.getVideoTracks()[0];
+  if (audio) { audio.enabled = state.microphone; pc.addTransceiver(audio, { direction: 'sendonly', streams: [state.localStream] }); }
+  if (video) { video.enabled = state.camera; pc.addTransceiver(video, { direction: 'sendonly', streams: [state.localStream] }); }
+  // With nothing to send, still open the connection so we receive the others.
+  if (!audio && !video) pc.addTransceiver('audio', { direction: 'recvonly' });
+  state.screenTransceiver = null;
+  if (state.screenTrack) {
+    state.screenTransceiver = pc.addTransceiver(state.screenTrack, { direction: 'sendonly' });
+  }
+}
+
+function closePeerConnection() {
+  clearTimeout(state.disconnectedTimer);
+  if (state.pc) {
+    state.pc.onconnectionstatechange = null;
+    state.pc.close();
+  }
+  state.pc = null;
+}
+
+// Media lost for good (ICE failed): rejoin with a fresh session; the resume token keeps our
+// place even in a locked room.
+function restartSession() {
+  if (state.ended) return;
+  const old = state.ws;
+  state.ws = null;
+  if (old) old.close();
+  scheduleReconnect();
+}
+
+async function makeOffer(pc) {
+  if (pc !== state.pc) return;
+  try {
+    state.makingOffer = true;
+    await pc.setLocalDescription();
+    const screenMid = state.screenTransceiver ? state.screenTransceiver.mid : null;
+    send({ type: 'offer', sdp: pc.localDescription.sdp, screen_mid: screenMid });
+  } catch (error) {
+    console.error('offer', error);
+  } finally {
+    state.makingOffer = false;
+  }
+}
+
+async function serverOffer(sdp) {
+  const pc = state.pc;
+  if (!pc) return;
+  // Polite: our own offer (if any) is rolled back; the server ignored it and we offer again.
+  await pc.setRemoteDescription({ type: 'offer', sdp });
+  await pc.setLocalDescription();
+  send({ type: 'answer', sdp: pc.localDescription.sdp });
+  if (pc.getTransceivers().some((transceiver) => !transceiver.mid && !transceiver.stopped)) makeOffer(pc);
+}
+
+async function serverAnswer(sdp) {
+  const pc = state.pc;
+  if (!pc || pc.signalingState !== 'have-local-offer') return;
+  await pc.setRemoteDescription({ type: 'answer', sdp });
+}
+
+function attachTrack(event) {
+  const stream = event.streams[0];
+  if (!stream) return;
+  const match = /^p(\d+)(-screen)?$/.exec(stream.id);
+  if (!match) return;
+  const participant = Number(match[1]);
+  const kind = match[2] ? 'screen' : event.track.kind;
+  state.streams.set(stream.id, stream);
+  state.receivers.push({ participant, kind, receiver: event.receiver });
+  render();
+}
+
+// ---------------------------------------------------------------------------------------
+// Local controls
+
+function sendMediaState() {
+  send({ type: 'media', microphone: state.microphone, camera: state.camera, screen: Boolean(state.screenTrack) });
+}
+
+function setMicrophone(on, announce = true) {
+  state.microphone = on;
+  for (const track of state.localStream.getAudioTracks()) track.enabled = on;
+  if (announce) sendMediaState();
+  const me = state.participants.get(state.me);
+  if (me) me.microphone = on;
+  render();
+}
+
+function setCamera(on, announce = true) {
+  state.camera = on;
+  for (const track of state.localStream.getVideoTracks()) track.enabled = on;
+  if (announce) sendMediaState();
+  const me = state.participants.get(state.me);
+  if (me) me.camera = on;
+  render();
+}
+
+async function toggleScreen() {
+  if (state.screenTrack) return stopScreen();
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+  } catch (error) {
+    console.warn('getDisplayMedia', error);
+    return undefined;
+  }
+  const track = stream.getVideoTracks()[0];
+  state.screenTrack = track;
+  track.onended = stopScreen;
+  if (state.screenTransceiver && state.pc) {
+    // Reuse the m-line from an earlier share: no renegotiation needed.
+    await state.screenTransceiver.sender.replaceTrack(track);
+  } else if (state.pc) {
+    state.screenTransceiver = state.pc.addTransceiver(track, { direction: 'sendonly' });
+  }
+  sendMediaState();
+  render();
+  return undefined;
+}
+
+async function stopScreen() {
+  if (!state.screenTrack) return;
+  state.screenTrack.stop();
+  state.screenTrack = null;
+  if (state.screenTransceiver) await state.screenTransceiver.sender.replaceTrack(null);
+  sendMediaState();
+  render();
+}
+
+async function listDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [kind, selectId, track] of [
+    ['audioinput', 'microphone-device', state.localStream.getAudioTracks()[0]],
+    ['videoinput', 'camera-device', state.localStream.getVideoTracks()[0]],
+  ]) {
+    const select = element(selectId);
+    select.replaceChildren();
+    const current = track && track.getSettings().deviceId;
+    for (const device of devices.filter((candidate) => candidate.kind === kind)) {
+      const option = document.createElement('option');
+      option.value = device.deviceId;
+      option.textContent = device.label || device.deviceId.slice(0, 8);
+      option.selected = device.deviceId === current;
+      select.append(option);
+    }
+  }
+}
+
+async function switchDevice(kind, deviceId) {
+  const constraints = kind === 'audio' ? { audio: { deviceId: { exact: deviceId } } } : { video: { deviceId: { exact: deviceId } } };
+  let stream;
+  try { stream = await navigator.mediaDevices.getUserMedia(constraints); } catch (error) { toast(t('media.denied')); return; }
+  const track = stream.getTracks()[0];
+  const old = kind === 'audio' ? state.localStream.getAudioTracks()[0] : state.localStream.getVideoTracks()[0];
+  track.enabled = kind === 'audio' ? state.microphone : state.camera;
+  if (state.pc) {
+    const sender = state.pc.getSenders().find((candidate) => candidate.track && candidate.track === old);
+    if (sender) await sender.replaceTrack(track);
+  }
+  if (old) { state.localStream.removeTrack(old); old.stop(); }
+  state.localStream.addTrack(track);
+  render();
+}
+
+element('toggle-microphone').onclick = () => setMicrophone(!state.microphone);
+element('toggle-camera').onclick = () => setCamera(!state.camera);
+element('toggle-screen').onclick = () => toggleScreen();
+element('toggle-devices').onclick = async () => {
+  const panel = element('devices');
+  panel.hidden = !panel.hidden;
+  if (!panel.hidden) await listDevices();
+};
+element('microphone-device').onchange = (event) => switchDevice('audio', event.target.value);
+element('camera-device').onchange = (event) => switchDevice('video', event.target.value);
+element('toggle-lock').onclick = () => send({ type: 'lock', locked: !state.locked });
+element('leave').onclick = () => {
+  send({ type: 'leave' });
+  finish(t('ended.left'));
+};
+element('rejoin').onclick = () => {
+  element('ended-view').hidden = true;
+  element('join-view').hidden = false;
+  element('join-submit').disabled = false;
+  element('join-submit').textContent = t('join.submit');
+};
+
+// ---------------------------------------------------------------------------------------
+// Rendering
+
+function upsertParticipant(participant) {
+  state.participants.set(participant.id, participant);
+}
+
+function removeParticipant(id) {
+  state.participants.delete(id);
+  const tile = state.tiles.get(id);
+  if (tile) tile.remove();
+  state.tiles.delete(id);
+  state.streams.delete('p' + id);
+  state.streams.delete('p' + id + '-screen');
+  state.receivers = state.receivers.filter((entry) => entry.participant !== id);
+}
+
+function tileFor(id) {
+  let tile = state.tiles.get(id);
+  if (tile) return tile;
+  tile = element('tile-template').content.firstElementChild.cloneNode(true);
+  tile.dataset.participant = String(id);
+  tile.querySelectorAll('.chair-controls button').forEach((button) => {
+    button.onclick = () => chairAction(button.dataset.action, id);
+  });
+  element('tiles').append(tile);
+  state.tiles.set(id, tile);
+  return tile;
+}
+
+function chairAction(action, id) {
+  const participant = state.participants.get(id);
+  if (action === 'remove') {
+    if (!confirm(t('chair.confirm_remove', { name: participant ? participant.name : id }))) return;
+    send({ type: 'remove', participant: id });
+  } else if (action === 'spotlight') {
+    send({ type: 'spotlight', participant: state.spotlight === id ? null : id });
+  } else {
+    send({ type: action, participant: id });
+  }
+}
+
+function render() {
+  element('locked-badge').hidden = !state.locked;
+  const isChair = state.role === 'chair';
+  for (const [id, participant] of state.participants) {
+    const tile = tileFor(id);
+    const self = id === state.me;
+    tile.classList.toggle('self', self);
+    tile.classList.toggle('speaking', state.speaker === id);
+    tile.classList.toggle('spotlighted', state.spotlight === id);
+    tile.querySelector('.site').textContent = participant.site;
+    tile.querySelector('.name').textContent = participant.name + (self ? ' ' + t('tile.you') : '');
+    const badge = tile.querySelector('.chair-badge');
+    badge.hidden = participant.role !== 'chair';
+    badge.textContent = t('tile.chair');
+    tile.querySelector('.muted-icon').hidden = participant.microphone;
+    tile.querySelector('.camera-icon').hidden = participant.camera;
+    const video = tile.querySelector('video');
+    const stream = self ? state.localStream : state.streams.get('p' + id);
+    if (stream && video.srcObject !== stream) video.srcObject = stream;
+    video.muted = self;
+    const controls = tile.querySelector('.chair-controls');
+    controls.hidden = !isChair || self;
+    controls.querySelector('[data-action="mute"]').textContent = t('chair.mute');
+    controls.querySelector('[data-action="stop_camera"]').textContent = t('chair.stop_camera');
+    controls.querySelector('[data-action="remove"]').textContent = t('chair.remove');
+    controls.querySelector('[data-action="spotlight"]').textContent = state.spotlight === id ? t('chair.unspotlight') : t('chair.spotlight');
+  }
+  element('tiles').classList.toggle('spotlight', state.spotlight !== null && state.participants.has(state.spotlight));
+
+  // A screen share takes the stage; our own is shown to us too.
+  const sharer = [...state.participants.values()].find((participant) => participant.screen && (participant.id === state.me ? state.screenTrack : state.streams.get('p' + participant.id + '-screen')));
+  element('stage').hidden = !sharer;
+  if (sharer) {
+    const stageVideo = element('stage-video');
+    const stream = sharer.id === state.me ? new MediaStream([state.screenTrack]) : state.streams.get('p' + sharer.id + '-screen');
+    if (sharer.id !== state.me || !stageVideo.srcObject || stageVideo.srcObject.getTracks()[0] !== state.screenTrack) {
+      if (stageVideo.srcObject !== stream) stageVideo.srcObject = stream;
+    }
+    element('stage-label').textContent = t('tile.screen', { name: sharer.site + ' · ' + sharer.name });
+  }
+
+  const microphoneButton = element('toggle-microphone');
+  microphoneButton.textContent = state.microphone ? t('controls.mic_on') : t('controls.mic_off');
+  microphoneButton.classList.toggle('off', !state.microphone);
+  const cameraButton = element('toggle-camera');
+  cameraButton.textContent = state.camera ? t('controls.camera_on') : t('controls.camera_off');
+  cameraButton.classList.toggle('off', !state.camera);
+  element('toggle-screen').textContent = state.screenTrack ? t('controls.screen_stop') : t('controls.screen_start');
+  const lockButton = element('toggle-lock');
+  lockButton.hidden = !isChair;
+  lockButton.textContent = state.locked ? t('controls.unlock') : t('controls.lock');
+}
+
+let bannerTimer = null;
+function banner(text, ok = false) {
+  const box = element('banner');
+  clearTimeout(bannerTimer);
+  box.hidden = !text;
+  box.textContent = text || '';
+  box.classList.toggle('ok', ok);
+  if (ok && text) bannerTimer = setTimeout(() => { box.hidden = true; }, 4000);
+}
+
+let toastTimer = null;
+function toast(text) {
+  const box = element('toast');
+  box.textContent = text;
+  box.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { box.hidden = true; }, 5000);
+}
+
+// ---------------------------------------------------------------------------------------
+// For operators' diagnostics and the end-to-end tests: receive statistics per participant.
+
+async function receiveStats() {
+  const result = {};
+  for (const { participant, kind, receiver } of state.receivers) {
+    if (!state.participants.has(participant)) continue;
+    const entry = result[participant] || (result[participant] = { framesDecoded: 0, audioBytesReceived: 0, screenFramesDecoded: 0 });
+    const report = await receiver.getStats();
+    report.forEach((stats) => {
+      if (stats.type !== 'inbound-rtp') return;
+      if (kind === 'audio') entry.audioBytesReceived += stats.bytesReceived || 0;
+      else if (kind === 'video') entry.framesDecoded += stats.framesDecoded || 0;
+      else entry.screenFramesDecoded += stats.framesDecoded || 0;
+    });
+  }
+  return result;
+}
+
+window.lienthong = {
+  state,
+  send,
+  receiveStats,
+  lastRefusal: () => lastRefusal,
+  toggleScreen,
+  setMicrophone,
+};
+
+lienthongI18n.onChange(render);
+lienthongI18n.apply();
+render();
+loadRoom();
