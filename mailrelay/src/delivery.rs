@@ -36,6 +36,7 @@ enum Outcome {
 /// Runs until `shutdown` turns true, then waits (at most 10 s) for deliveries in flight.
 pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(MAX_PARALLEL_DELIVERIES));
+    let mut gauges_updated: Option<std::time::Instant> = None;
     loop {
         let now = unix_now();
         let available = permits.available_permits();
@@ -50,9 +51,13 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 });
             }
         }
-        let (depth, oldest) = shared.queue.depth_and_oldest(now);
-        metrics::gauge!("lienthong_mail_queue_depth").set(depth as f64);
-        metrics::gauge!("lienthong_mail_queue_oldest_age_seconds").set(oldest as f64);
+        // Scanning for the oldest message is O(queue): at most once a second.
+        if gauges_updated.is_none_or(|updated| updated.elapsed() >= Duration::from_secs(1)) {
+            let (depth, oldest) = shared.queue.depth_and_oldest(now);
+            metrics::gauge!("lienthong_mail_queue_depth").set(depth as f64);
+            metrics::gauge!("lienthong_mail_queue_oldest_age_seconds").set(oldest as f64);
+            gauges_updated = Some(std::time::Instant::now());
+        }
         let wait = match shared.queue.next_due() {
             Some(due) if due <= now && permits.available_permits() > 0 => Duration::from_millis(10),
             Some(due) => Duration::from_secs(due.saturating_sub(now).clamp(1, 60)),

@@ -96,4 +96,35 @@ mod tests {
         assert!(!has_header(headers, "Date"));
         assert!(!has_header(b"Subject-Date: x\r\n\r\n", "Subject"));
     }
+
+    fn incoming(listener: Listener, content: &str) -> Incoming {
+        use crate::session::{Envelope, TlsInfo, Trace};
+        Incoming {
+            envelope: Envelope::default(),
+            trace: Trace {
+                helo: "laptop".into(),
+                peer: "10.20.3.4".parse().unwrap(),
+                tls: Some(TlsInfo { protocol: "TLSv1.3".into(), cipher: "TLS13_AES_256_GCM_SHA384".into() }),
+                authenticated: Some("vanthu@ninhthuan.gov.vn".into()),
+                esmtp: true,
+                listener,
+            },
+            content: content.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn submission_gets_message_id_and_date_relay_does_not() {
+        let stored = compose("ABC", &incoming(Listener::Submission, "Subject: x\r\n\r\nbody\r\n"), "mail.ninhthuan.gov.vn", 0);
+        let text = String::from_utf8(stored).unwrap();
+        assert!(text.starts_with("Received: from laptop ([10.20.3.4])\r\n\tby mail.ninhthuan.gov.vn (lienthong) with ESMTPSA id ABC"));
+        assert!(text.contains("(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)"));
+        assert!(text.contains("Message-ID: <ABC@mail.ninhthuan.gov.vn>\r\n") && text.contains("Date: "));
+        assert!(text.ends_with("Subject: x\r\n\r\nbody\r\n"));
+        let stored = compose("ABC", &incoming(Listener::Mx, "Subject: x\r\n\r\nbody\r\n"), "mail.ninhthuan.gov.vn", 0);
+        assert!(!String::from_utf8(stored).unwrap().contains("Message-ID"));
+        let already = "Message-ID: <a@b>\r\nDate: Mon, 23 Nov 2026 08:00:00 +0700\r\n\r\nx\r\n";
+        let stored = compose("ABC", &incoming(Listener::Submission, already), "mail.ninhthuan.gov.vn", 0);
+        assert_eq!(String::from_utf8(stored).unwrap().matches("Message-ID").count(), 1);
+    }
 }

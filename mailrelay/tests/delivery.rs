@@ -127,6 +127,29 @@ async fn queue_survives_a_restart_and_flush_delivers() {
     service.shutdown().await;
 }
 
+#[tokio::test]
+async fn reload_applies_new_domains_to_new_sessions() {
+    let state = tempfile::tempdir().unwrap();
+    let (sink, sink_address) = Sink::start().await;
+    let ports = Ports::new();
+    let service = MailService::start(config(state.path(), &ports, sink_address, ""), certificates()).await.unwrap();
+    let before = converse(ports.mx, b"EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@so-tttt.ninhthuan.gov.vn>\r\n", 4).await;
+    assert_eq!(codes(&before)[3], "554", "{before}");
+    // A session opened before the reload keeps its rules until it ends.
+    let mut old_session = tokio::net::TcpStream::connect(("127.0.0.1", ports.mx)).await.unwrap();
+    let extra = format!("[[mail.domain]]\nname = \"so-tttt.ninhthuan.gov.vn\"\ndeliver_to = \"{sink_address}\"");
+    service.reload(config(state.path(), &ports, sink_address, &extra)).await.unwrap();
+    let after = send(ports.mx, "a@example.org", &["b@so-tttt.ninhthuan.gov.vn"], "Subject: sau khi nap lai\r\n\r\nx\r\n").await;
+    assert!(after.contains("queued as"), "{after}");
+    assert!(wait_until(Duration::from_secs(10), || sink.count() == 1).await);
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    old_session.write_all(b"QUIT\r\n").await.unwrap();
+    let mut transcript = Vec::new();
+    old_session.read_to_end(&mut transcript).await.unwrap();
+    assert!(String::from_utf8_lossy(&transcript).contains("221"), "the old session was dropped");
+    service.shutdown().await;
+}
+
 trait BlockingList {
     fn queue_list_blocking(&self) -> Vec<lienthong_mailrelay::QueueEntry>;
 }
