@@ -15,7 +15,8 @@ const MAX_TRACKED: usize = 10_000;
 
 /// A hash of a random password, checked when the login is unknown so that the reply takes as
 /// long as for a known login (no user enumeration by timing).
-const DECOY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$bGllbnRob25nZGVjb3k$3t8mQ7E6n1T5b8dKp9ZsYw2x0vJ6qRlWc4HhUoNaBfg";
+const DECOY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$bGllbnRob25nZGVjb3k$3t8mQ7E6n1T5b8dKp9ZsYw2x0vJ6qRlWc4HhUoNaBfg";
 
 /// Verifies `password` against an argon2id PHC string (or the decoy when `hash` is `None`).
 pub fn verify(hash: Option<&str>, password: &str) -> bool {

@@ -102,10 +102,19 @@ async fn deliver(shared: &Shared, mut meta: Meta, location: Location) {
     finish(shared, &mut meta, &content, outcomes).await;
 }
 
-async fn deliver_group(shared: &Shared, meta: &Meta, content: &[u8], destination: &Destination, indexes: &[usize]) -> Vec<Outcome> {
+async fn deliver_group(
+    shared: &Shared,
+    meta: &Meta,
+    content: &[u8],
+    destination: &Destination,
+    indexes: &[usize],
+) -> Vec<Outcome> {
     let routes = shared.routes();
     let failed_all = |permanent: bool, diagnostic: String, remote: Option<String>| {
-        indexes.iter().map(|_| Outcome::Failed { permanent, diagnostic: diagnostic.clone(), remote: remote.clone() }).collect()
+        indexes
+            .iter()
+            .map(|_| Outcome::Failed { permanent, diagnostic: diagnostic.clone(), remote: remote.clone() })
+            .collect()
     };
     let (targets, tls_policy) = match destination {
         Destination::Direct(address, require_tls) => {
@@ -123,7 +132,8 @@ async fn deliver_group(shared: &Shared, meta: &Meta, content: &[u8], destination
             }
         },
     };
-    let addresses: Vec<Option<Address>> = indexes.iter().map(|&index| meta.recipients[index].address.to_address()).collect();
+    let addresses: Vec<Option<Address>> =
+        indexes.iter().map(|&index| meta.recipients[index].address.to_address()).collect();
     let sender = meta.sender.as_ref().and_then(|sender| sender.to_address());
     let mut recipients = Vec::new();
     for (position, &index) in indexes.iter().enumerate() {
@@ -189,7 +199,11 @@ async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<
             Some(Outcome::Failed { permanent: false, diagnostic, .. }) => {
                 metrics::counter!("lienthong_mail_deferred_total").increment(1);
                 tracing::warn!(queue_id = %meta.id, recipient = %recipient.address, reply = %diagnostic, "deferred");
-                meta.history.push(format!("{} deferred <{}>: {diagnostic}", crate::message::rfc822_date(now), recipient.address));
+                meta.history.push(format!(
+                    "{} deferred <{}>: {diagnostic}",
+                    crate::message::rfc822_date(now),
+                    recipient.address
+                ));
                 last_temporary = Some(diagnostic);
                 remaining.push(recipient.clone());
             }

@@ -19,7 +19,14 @@ pub fn wants_failure_notice(recipient: &StoredRecipient) -> bool {
 }
 
 /// Builds the bounce for `original` (queued as `meta`), to go to `meta.sender`.
-pub fn bounce(hostname: &str, meta: &Meta, original: &[u8], failed: &[FailedRecipient], id: &str, now_unix: u64) -> Vec<u8> {
+pub fn bounce(
+    hostname: &str,
+    meta: &Meta,
+    original: &[u8],
+    failed: &[FailedRecipient],
+    id: &str,
+    now_unix: u64,
+) -> Vec<u8> {
     let boundary = format!("{id}/{hostname}");
     let date = rfc822_date(now_unix);
     let sender = meta.sender.as_ref().map(ToString::to_string).unwrap_or_default();
@@ -32,7 +39,9 @@ pub fn bounce(hostname: &str, meta: &Meta, original: &[u8], failed: &[FailedReci
     text.push_str(&format!(
         "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
     ));
-    text.push_str(&format!("--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"));
+    text.push_str(&format!(
+        "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    ));
     text.push_str(&format!(
         "This is the mail system at {hostname}.\r\n\r\nYour message could not be delivered to one or more recipients.\r\n\
          Thư của bạn không gửi được tới một hoặc nhiều người nhận.\r\n\r\n"
@@ -55,7 +64,10 @@ pub fn bounce(hostname: &str, meta: &Meta, original: &[u8], failed: &[FailedReci
         if let Some(remote) = &failure.remote {
             text.push_str(&format!("Remote-MTA: dns; {remote}\r\n"));
         }
-        text.push_str(&format!("Diagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {date}\r\n", one_line(&failure.diagnostic)));
+        text.push_str(&format!(
+            "Diagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {date}\r\n",
+            one_line(&failure.diagnostic)
+        ));
     }
     let mut message = text.into_bytes();
     if meta.return_full {

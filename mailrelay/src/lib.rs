@@ -133,7 +133,8 @@ impl Shared {
             return AuthOutcome::RateLimited;
         }
         let hash = self.passwords.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(login).cloned();
-        let accepted = tokio::task::spawn_blocking(move || auth::verify(hash.as_deref(), &password)).await.unwrap_or(false);
+        let accepted =
+            tokio::task::spawn_blocking(move || auth::verify(hash.as_deref(), &password)).await.unwrap_or(false);
         if accepted {
             metrics::counter!("lienthong_mail_auth_total", "result" => "ok").increment(1);
             tracing::info!(%peer, login, "AUTH accepted");
@@ -223,7 +224,13 @@ impl MailService {
         let sessions = Arc::new(Semaphore::new(server::MAX_SESSIONS));
         let mut tasks = Vec::new();
         for (listener, kind) in listeners {
-            tasks.push(tokio::spawn(server::accept_loop(listener, kind, shared.clone(), sessions.clone(), receiver.clone())));
+            tasks.push(tokio::spawn(server::accept_loop(
+                listener,
+                kind,
+                shared.clone(),
+                sessions.clone(),
+                receiver.clone(),
+            )));
         }
         tasks.push(tokio::spawn(delivery::run(shared.clone(), receiver)));
         Ok(Self { shared, shutdown, tasks, serving: Arc::new(AtomicBool::new(true)) })

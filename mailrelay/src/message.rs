@@ -115,9 +115,12 @@ mod tests {
 
     #[test]
     fn submission_gets_message_id_and_date_relay_does_not() {
-        let stored = compose("ABC", &incoming(Listener::Submission, "Subject: x\r\n\r\nbody\r\n"), "mail.ninhthuan.gov.vn", 0);
+        let stored =
+            compose("ABC", &incoming(Listener::Submission, "Subject: x\r\n\r\nbody\r\n"), "mail.ninhthuan.gov.vn", 0);
         let text = String::from_utf8(stored).unwrap();
-        assert!(text.starts_with("Received: from laptop ([10.20.3.4])\r\n\tby mail.ninhthuan.gov.vn (lienthong) with ESMTPSA id ABC"));
+        assert!(text.starts_with(
+            "Received: from laptop ([10.20.3.4])\r\n\tby mail.ninhthuan.gov.vn (lienthong) with ESMTPSA id ABC"
+        ));
         assert!(text.contains("(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)"));
         assert!(text.contains("Message-ID: <ABC@mail.ninhthuan.gov.vn>\r\n") && text.contains("Date: "));
         assert!(text.ends_with("Subject: x\r\n\r\nbody\r\n"));

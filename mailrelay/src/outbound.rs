@@ -121,9 +121,10 @@ impl Client {
                 self.give_back(address, connection);
                 Ok((tls, outcomes))
             }
-            Err(TransactionError::Io) => {
-                Err(Failure { permanent: false, message: format!("connection to {address} lost during the transaction") })
-            }
+            Err(TransactionError::Io) => Err(Failure {
+                permanent: false,
+                message: format!("connection to {address} lost during the transaction"),
+            }),
             Err(TransactionError::Failed(failure)) => Err(failure),
         }
     }
@@ -157,24 +158,38 @@ impl Client {
             .map_err(|error| temporary(format!("cannot connect to {address}: {error}")))?;
         let _ = tcp.set_nodelay(true);
         let mut stream = BufStream::new(tcp);
-        let greeting = read_reply(&mut stream, COMMAND_TIMEOUT).await.map_err(|_| temporary(format!("{address} sent no greeting")))?;
+        let greeting = read_reply(&mut stream, COMMAND_TIMEOUT)
+            .await
+            .map_err(|_| temporary(format!("{address} sent no greeting")))?;
         if greeting.code != 220 {
-            return Err(Failure { permanent: greeting.code >= 500, message: format!("{address} greeted with {greeting}") });
+            return Err(Failure {
+                permanent: greeting.code >= 500,
+                message: format!("{address} greeted with {greeting}"),
+            });
         }
         let extensions = self.ehlo(&mut stream).await?;
         let offers_tls = extensions.iter().any(|extension| extension.eq_ignore_ascii_case("STARTTLS"));
         if !offers_tls {
             if policy == TlsPolicy::Required {
-                return Err(temporary(format!("TLS is required for this destination but {address} does not offer STARTTLS")));
+                return Err(temporary(format!(
+                    "TLS is required for this destination but {address} does not offer STARTTLS"
+                )));
             }
-            return Ok(Connection { stream: BufStream::new(Box::new(stream.into_inner())), extensions, tls: None, idle_since: Instant::now() });
+            return Ok(Connection {
+                stream: BufStream::new(Box::new(stream.into_inner())),
+                extensions,
+                tls: None,
+                idle_since: Instant::now(),
+            });
         }
-        let reply = command(&mut stream, "STARTTLS\r\n", COMMAND_TIMEOUT).await.map_err(|_| temporary(format!("{address}: STARTTLS failed")))?;
+        let reply = command(&mut stream, "STARTTLS\r\n", COMMAND_TIMEOUT)
+            .await
+            .map_err(|_| temporary(format!("{address}: STARTTLS failed")))?;
         if reply.code != 220 {
             return Err(temporary(format!("{address} refused STARTTLS: {reply}")));
         }
-        let name = ServerName::try_from(server_name.to_owned())
-            .unwrap_or_else(|_| ServerName::IpAddress(address.ip().into()));
+        let name =
+            ServerName::try_from(server_name.to_owned()).unwrap_or_else(|_| ServerName::IpAddress(address.ip().into()));
         let tls_stream = tokio::time::timeout(CONNECT_TIMEOUT, self.tls.connect(name, stream.into_inner()))
             .await
             .map_err(|_| temporary(format!("TLS handshake with {address} timed out")))?
@@ -201,7 +216,10 @@ enum TransactionError {
     Failed(Failure),
 }
 
-async fn transaction(connection: &mut Connection, message: &Outgoing<'_>) -> Result<Vec<RecipientOutcome>, TransactionError> {
+async fn transaction(
+    connection: &mut Connection,
+    message: &Outgoing<'_>,
+) -> Result<Vec<RecipientOutcome>, TransactionError> {
     let has = |name: &str| {
         connection.extensions.iter().any(|extension| {
             extension.split_whitespace().next().is_some_and(|keyword| keyword.eq_ignore_ascii_case(name))
@@ -229,7 +247,10 @@ async fn transaction(connection: &mut Connection, message: &Outgoing<'_>) -> Res
     let reply = command(stream, &mail, COMMAND_TIMEOUT).await.map_err(|_| TransactionError::Io)?;
     if reply.code != 250 {
         let _ = command(stream, "RSET\r\n", COMMAND_TIMEOUT).await;
-        return Err(TransactionError::Failed(Failure { permanent: reply.code >= 500, message: format!("MAIL FROM refused: {reply}") }));
+        return Err(TransactionError::Failed(Failure {
+            permanent: reply.code >= 500,
+            message: format!("MAIL FROM refused: {reply}"),
+        }));
     }
     let mut outcomes = Vec::with_capacity(message.recipients.len());
     let mut accepted = 0;
@@ -265,7 +286,10 @@ async fn transaction(connection: &mut Connection, message: &Outgoing<'_>) -> Res
     stream.write_all(&stuffed).await.map_err(|_| TransactionError::Io)?;
     let reply = command(stream, ".\r\n", DATA_TIMEOUT).await.map_err(|_| {
         // The content was sent; the outcome is unknown. Retrying may duplicate, never lose.
-        TransactionError::Failed(Failure { permanent: false, message: "connection lost after the message content".into() })
+        TransactionError::Failed(Failure {
+            permanent: false,
+            message: "connection lost after the message content".into(),
+        })
     })?;
     let result = if reply.code == 250 { Ok(reply) } else { Err(reply) };
     Ok(outcomes.into_iter().map(|outcome| outcome.and(result.clone())).collect())
@@ -309,14 +333,21 @@ pub fn dot_stuff(content: &[u8]) -> Vec<u8> {
     stuffed
 }
 
-async fn command<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut BufStream<S>, line: &str, wait: Duration) -> std::io::Result<Reply> {
+async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut BufStream<S>,
+    line: &str,
+    wait: Duration,
+) -> std::io::Result<Reply> {
     stream.write_all(line.as_bytes()).await?;
     stream.flush().await?;
     read_reply(stream, wait).await
 }
 
 /// Reads one (possibly multi-line) reply; continuation lines are joined with `\n`.
-async fn read_reply<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut BufStream<S>, wait: Duration) -> std::io::Result<Reply> {
+async fn read_reply<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut BufStream<S>,
+    wait: Duration,
+) -> std::io::Result<Reply> {
     let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "reply timeout");
     tokio::time::timeout(wait, async {
         let mut text = String::new();

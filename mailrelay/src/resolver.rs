@@ -52,7 +52,10 @@ impl DnsLookup {
                     server
                 })
                 .collect();
-            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), TokioRuntimeProvider::default())
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(servers),
+                TokioRuntimeProvider::default(),
+            )
         };
         let resolver = builder.build().map_err(|error| format!("building the DNS resolver: {error}"))?;
         Ok(Self { resolver })
@@ -73,7 +76,9 @@ impl DnsLookup {
                 return Err(LookupFailure { permanent: true, message: format!("domain {domain} does not exist") });
             }
             Err(error) if error.is_no_records_found() => Vec::new(),
-            Err(error) => return Err(LookupFailure { permanent: false, message: format!("MX lookup for {domain}: {error}") }),
+            Err(error) => {
+                return Err(LookupFailure { permanent: false, message: format!("MX lookup for {domain}: {error}") });
+            }
         };
         // RFC 7505: a single MX "." means the domain accepts no mail.
         if hosts.len() == 1 && (hosts[0].1 == "." || hosts[0].1.is_empty()) {

@@ -63,7 +63,12 @@ impl ServerCertVerifier for EncryptOnly {
         certificate: &CertificateDer<'_>,
         signature: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, certificate, signature, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -72,7 +77,12 @@ impl ServerCertVerifier for EncryptOnly {
         certificate: &CertificateDer<'_>,
         signature: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, certificate, signature, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -97,11 +107,8 @@ impl TlsInfoExt for rustls::CommonState {
             Some(other) => format!("{other:?}"),
             None => "TLS".to_owned(),
         };
-        let cipher = self
-            .negotiated_cipher_suite()
-            .and_then(|suite| suite.suite().as_str())
-            .unwrap_or("unknown")
-            .to_owned();
+        let cipher =
+            self.negotiated_cipher_suite().and_then(|suite| suite.suite().as_str()).unwrap_or("unknown").to_owned();
         TlsInfo { protocol, cipher }
     }
 }

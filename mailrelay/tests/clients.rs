@@ -106,7 +106,8 @@ async fn auth_is_refused_before_tls() {
     let transport = client(relay.ports.submission, Tls::None, "mat-khau-dung");
     assert!(transport.send(letter("vanthu@ninhthuan.gov.vn", "a@example.org", "x")).await.is_err());
     let credentials = "AHZhbnRodUBuaW5odGh1YW4uZ292LnZuAG1hdC1raGF1LWR1bmc=";
-    let transcript = converse(relay.ports.submission, format!("EHLO x\r\nAUTH PLAIN {credentials}\r\n").as_bytes(), 3).await;
+    let transcript =
+        converse(relay.ports.submission, format!("EHLO x\r\nAUTH PLAIN {credentials}\r\n").as_bytes(), 3).await;
     assert!(!transcript.contains("AUTH PLAIN LOGIN"), "{transcript}");
     assert_eq!(codes(&transcript), ["220", "250", "538"]);
     relay.service.shutdown().await;
@@ -151,7 +152,9 @@ async fn open_relay_battery_on_the_mx_port() {
         let rcpt = &codes(&transcript)[3];
         assert!(rcpt == "554" || rcpt == "501", "{trick}: {transcript}");
     }
-    let transcript = converse(relay.ports.mx, b"EHLO x\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<VanThu@NinhThuan.Gov.VN.>\r\n", 4).await;
+    let transcript =
+        converse(relay.ports.mx, b"EHLO x\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<VanThu@NinhThuan.Gov.VN.>\r\n", 4)
+            .await;
     assert_eq!(codes(&transcript), ["220", "250", "250", "250"]);
     relay.service.shutdown().await;
 }
@@ -165,7 +168,10 @@ async fn pipelining_and_vietnamese_content_byte_for_byte() {
         "EHLO hopthu.ninhthuan.gov.vn\r\nMAIL FROM:<vanthu@ninhthuan.gov.vn> BODY=8BITMIME SMTPUTF8\r\nRCPT TO:<tochuc@ninhthuan.gov.vn>\r\nRCPT TO:<nguyễn.văn.a@ninhthuan.gov.vn>\r\nDATA\r\n{stuffed}.\r\nQUIT\r\n"
     );
     let transcript = converse(relay.ports.mx, script.as_bytes(), 7).await;
-    assert_eq!(codes(&transcript), ["220", "250", "250", "250", "250", "354", "250", "221"][..codes(&transcript).len()]);
+    assert_eq!(
+        codes(&transcript),
+        ["220", "250", "250", "250", "250", "354", "250", "221"][..codes(&transcript).len()]
+    );
     assert!(transcript.contains("PIPELINING") && transcript.contains("221"), "{transcript}");
     assert!(wait_until(Duration::from_secs(10), || relay.sink.count() == 1).await);
     let delivered = &relay.sink.all()[0];

@@ -92,7 +92,8 @@ async fn require_tls_destinations_are_deferred_never_sent_in_clear() {
     let config = config(state.path(), &ports, sink_address, "relay_from = [\"127.0.0.1\"]");
     let lookup = StaticLookup { routes: HashMap::from([("so.secure.gov.vn".to_owned(), vec![sink_address])]) };
     let service = MailService::start_with_lookup(config, certificates(), Arc::new(lookup)).await.unwrap();
-    let transcript = send(ports.mx, "vanthu@ninhthuan.gov.vn", &["a@so.secure.gov.vn"], "Subject: mat\r\n\r\nx\r\n").await;
+    let transcript =
+        send(ports.mx, "vanthu@ninhthuan.gov.vn", &["a@so.secure.gov.vn"], "Subject: mat\r\n\r\nx\r\n").await;
     assert!(codes(&transcript).contains(&"250".to_owned()), "{transcript}");
     assert!(
         wait_until(Duration::from_secs(5), || {
@@ -133,13 +134,15 @@ async fn reload_applies_new_domains_to_new_sessions() {
     let (sink, sink_address) = Sink::start().await;
     let ports = Ports::new();
     let service = MailService::start(config(state.path(), &ports, sink_address, ""), certificates()).await.unwrap();
-    let before = converse(ports.mx, b"EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@so-tttt.ninhthuan.gov.vn>\r\n", 4).await;
+    let before =
+        converse(ports.mx, b"EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@so-tttt.ninhthuan.gov.vn>\r\n", 4).await;
     assert_eq!(codes(&before)[3], "554", "{before}");
     // A session opened before the reload keeps its rules until it ends.
     let mut old_session = tokio::net::TcpStream::connect(("127.0.0.1", ports.mx)).await.unwrap();
     let extra = format!("[[mail.domain]]\nname = \"so-tttt.ninhthuan.gov.vn\"\ndeliver_to = \"{sink_address}\"");
     service.reload(config(state.path(), &ports, sink_address, &extra)).await.unwrap();
-    let after = send(ports.mx, "a@example.org", &["b@so-tttt.ninhthuan.gov.vn"], "Subject: sau khi nap lai\r\n\r\nx\r\n").await;
+    let after =
+        send(ports.mx, "a@example.org", &["b@so-tttt.ninhthuan.gov.vn"], "Subject: sau khi nap lai\r\n\r\nx\r\n").await;
     assert!(after.contains("queued as"), "{after}");
     assert!(wait_until(Duration::from_secs(10), || sink.count() == 1).await);
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -35,10 +35,13 @@ async fn swaks_sessions() {
     let (sink, sink_address) = Sink::start().await;
     let ports = Ports::new();
     let lookup = StaticLookup { routes: HashMap::from([("example.org".to_owned(), vec![sink_address])]) };
-    let service =
-        MailService::start_with_lookup(config(state.path(), &ports, sink_address, ""), certificates(), Arc::new(lookup))
-            .await
-            .unwrap();
+    let service = MailService::start_with_lookup(
+        config(state.path(), &ports, sink_address, ""),
+        certificates(),
+        Arc::new(lookup),
+    )
+    .await
+    .unwrap();
 
     // Inbound to a local domain, pipelined, with STARTTLS.
     let (ok, transcript) = swaks(arguments(&format!(
@@ -50,11 +53,9 @@ async fn swaks_sessions() {
     assert!(transcript.contains("queued as"), "{transcript}");
 
     // Relaying for a stranger is refused.
-    let (ok, transcript) = swaks(arguments(&format!(
-        "--server 127.0.0.1:{} --from ngoai@example.org --to someone@example.org",
-        ports.mx
-    )))
-    .await;
+    let (ok, transcript) =
+        swaks(arguments(&format!("--server 127.0.0.1:{} --from ngoai@example.org --to someone@example.org", ports.mx)))
+            .await;
     assert!(!ok && transcript.contains("554 5.7.1"), "{transcript}");
 
     // Submission with STARTTLS and AUTH LOGIN relays to a foreign domain.

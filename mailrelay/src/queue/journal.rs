@@ -55,9 +55,16 @@ pub struct Recovered {
 }
 
 enum Request {
-    Append { meta: Vec<u8>, content: Vec<u8>, reply: oneshot::Sender<std::io::Result<Location>> },
+    Append {
+        meta: Vec<u8>,
+        content: Vec<u8>,
+        reply: oneshot::Sender<std::io::Result<Location>>,
+    },
     /// Tombstone a record; `done` fires once the write is issued.
-    Remove { location: Location, done: Option<oneshot::Sender<()>> },
+    Remove {
+        location: Location,
+        done: Option<oneshot::Sender<()>>,
+    },
 }
 
 /// Handle to the writer thread.
@@ -94,7 +101,7 @@ impl Journal {
             current: None,
             next_segment,
             live_counts,
-            readers: HashMap::new(),
+            tombstone_files: HashMap::new(),
         };
         std::thread::Builder::new().name("mail-journal".into()).spawn(move || writer.run(receiver))?;
         Ok((Self { requests: sender, directory: directory.to_path_buf() }, recovered))
@@ -143,7 +150,7 @@ struct Writer {
     current: Option<(u64, File, u64)>,
     next_segment: u64,
     live_counts: HashMap<u64, usize>,
-    readers: HashMap<u64, File>,
+    tombstone_files: HashMap<u64, File>,
 }
 
 impl Writer {
@@ -243,13 +250,13 @@ impl Writer {
 
     fn tombstone(&mut self, location: Location) -> std::io::Result<()> {
         let path = segment_path(&self.directory, location.segment);
-        if !self.readers.contains_key(&location.segment) {
-            let file = OpenOptions::new().write(true).open(&path)?;
-            self.readers.insert(location.segment, file);
-        }
-        if let Some(file) = self.readers.get(&location.segment) {
-            file.write_all_at(&[KIND_TOMBSTONE], location.offset + 4)?;
-        }
+        let file = match self.tombstone_files.entry(location.segment) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(OpenOptions::new().write(true).open(&path)?)
+            }
+        };
+        file.write_all_at(&[KIND_TOMBSTONE], location.offset + 4)?;
         let count = self.live_counts.entry(location.segment).or_default();
         *count = count.saturating_sub(1);
         let is_current = self.current.as_ref().is_some_and(|(segment, _, _)| *segment == location.segment);
@@ -260,7 +267,7 @@ impl Writer {
     }
 
     fn delete_segment(&mut self, segment: u64) {
-        self.readers.remove(&segment);
+        self.tombstone_files.remove(&segment);
         self.live_counts.remove(&segment);
         if let Err(error) = std::fs::remove_file(segment_path(&self.directory, segment)) {
             tracing::warn!(segment, %error, "cannot delete an empty queue segment");

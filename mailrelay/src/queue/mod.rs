@@ -256,7 +256,7 @@ impl Queue {
         for line in &meta.history {
             text.push_str(&format!("history: {line}\n"));
         }
-        text.push_str("\n");
+        text.push('\n');
         text.push_str(&String::from_utf8_lossy(headers));
         Some(text)
     }

@@ -154,7 +154,11 @@ impl Session {
         let address = match Address::parse(&text) {
             Ok(address) => address,
             Err(AddressProblem::Routing) => {
-                return self.error(554, "5.7.1", "Relay access denied: sender-specified routing (%, !, @) is not accepted");
+                return self.error(
+                    554,
+                    "5.7.1",
+                    "Relay access denied: sender-specified routing (%, !, @) is not accepted",
+                );
             }
             Err(AddressProblem::Malformed) => return self.error(501, "5.1.3", "Bad recipient address syntax"),
         };

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::address::Address;
-use data::{DataReader, DataProgress};
+use data::{DataProgress, DataReader};
 pub use policy::{Listener, Policy};
 
 /// Longest command line accepted (RFC 5321 asks for 512; extensions make lines longer).
@@ -101,9 +101,15 @@ enum State {
     DiscardLine,
     AuthPlain,
     AuthLoginUser,
-    AuthLoginPassword { login: String },
+    AuthLoginPassword {
+        login: String,
+    },
     Data(DataReader),
-    Bdat { remaining: usize, last: bool, discard: bool },
+    Bdat {
+        remaining: usize,
+        last: bool,
+        discard: bool,
+    },
     WaitingForDriver,
     Closed,
 }
@@ -132,7 +138,13 @@ pub struct Session {
 
 impl Session {
     /// A new session; the greeting is already in the output.
-    pub fn new(policy: Arc<Policy>, listener: Listener, peer: IpAddr, tls: Option<TlsInfo>, tls_available: bool) -> Self {
+    pub fn new(
+        policy: Arc<Policy>,
+        listener: Listener,
+        peer: IpAddr,
+        tls: Option<TlsInfo>,
+        tls_available: bool,
+    ) -> Self {
         let mut session = Self {
             policy,
             listener,
@@ -159,7 +171,9 @@ impl Session {
 
     /// Adds received bytes. Returns false (and closes) when the client floods the buffer.
     pub fn receive(&mut self, bytes: &[u8]) -> bool {
-        if self.input.len() + bytes.len() > MAX_BUFFERED_INPUT && !matches!(self.state, State::Data(_) | State::Bdat { .. }) {
+        if self.input.len() + bytes.len() > MAX_BUFFERED_INPUT
+            && !matches!(self.state, State::Data(_) | State::Bdat { .. })
+        {
             self.reply(421, "4.7.0", "Too much pipelined input; closing");
             self.state = State::Closed;
             return false;
@@ -242,7 +256,9 @@ impl Session {
         self.state = State::Command;
         match result {
             Ok(id) => self.reply(250, "2.0.0", &format!("Ok: queued as {id}")),
-            Err(reason) => self.error(451, "4.3.0", &format!("Local error storing the message ({reason}); try again later")),
+            Err(reason) => {
+                self.error(451, "4.3.0", &format!("Local error storing the message ({reason}); try again later"))
+            }
         }
     }
 

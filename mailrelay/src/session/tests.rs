@@ -93,21 +93,26 @@ fn open_relay_battery() {
     }
     // The same source route to a local domain is fine (RFC 5321: accept and ignore it).
     let mut session = mx(STRANGER);
-    let (replies, _) = run(&mut session, "EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<@relay.example:user@ninhthuan.gov.vn>\r\n");
+    let (replies, _) =
+        run(&mut session, "EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<@relay.example:user@ninhthuan.gov.vn>\r\n");
     assert!(replies.lines().last().unwrap().starts_with("250 2.1.5"), "{replies}");
 }
 
 #[test]
 fn relay_from_network_may_relay() {
     let mut session = mx("10.20.0.20");
-    let (replies, _) = run(&mut session, "EHLO mailbox\r\nMAIL FROM:<a@ninhthuan.gov.vn>\r\nRCPT TO:<b@example.org>\r\n");
+    let (replies, _) =
+        run(&mut session, "EHLO mailbox\r\nMAIL FROM:<a@ninhthuan.gov.vn>\r\nRCPT TO:<b@example.org>\r\n");
     assert_eq!(codes(&replies), ["250", "250", "250"]);
 }
 
 #[test]
 fn auth_refused_before_tls_and_submission_requires_it() {
     let mut session = Session::new(policy(), Listener::Submission, STRANGER.parse().unwrap(), None, true);
-    let (replies, _) = run(&mut session, "EHLO x\r\nAUTH PLAIN AHZhbnRodUBuaW5odGh1YW4uZ292LnZuAGR1bmc=\r\nMAIL FROM:<vanthu@ninhthuan.gov.vn>\r\n");
+    let (replies, _) = run(
+        &mut session,
+        "EHLO x\r\nAUTH PLAIN AHZhbnRodUBuaW5odGh1YW4uZ292LnZuAGR1bmc=\r\nMAIL FROM:<vanthu@ninhthuan.gov.vn>\r\n",
+    );
     assert_eq!(codes(&replies), ["220", "250", "538", "530"]);
 }
 
@@ -220,7 +225,10 @@ fn too_many_errors_disconnect() {
 #[test]
 fn sequence_errors() {
     let mut session = mx(STRANGER);
-    let (replies, _) = run(&mut session, "MAIL FROM:<a@example.org>\r\nEHLO x\r\nRCPT TO:<a@ninhthuan.gov.vn>\r\nDATA\r\nMAIL FROM:<>\r\nDATA\r\n");
+    let (replies, _) = run(
+        &mut session,
+        "MAIL FROM:<a@example.org>\r\nEHLO x\r\nRCPT TO:<a@ninhthuan.gov.vn>\r\nDATA\r\nMAIL FROM:<>\r\nDATA\r\n",
+    );
     assert_eq!(codes(&replies), ["503", "250", "503", "503", "250", "554"]);
 }
 
@@ -230,8 +238,20 @@ fn random_input_never_panics() {
     use rand::{Rng, SeedableRng};
     let mut random = rand::rngs::StdRng::seed_from_u64(0x6c69656e);
     let words: [&[u8]; 14] = [
-        b"EHLO x\r\n", b"MAIL FROM:<a@b.c>\r\n", b"RCPT TO:<v@ninhthuan.gov.vn>\r\n", b"DATA\r\n", b".\r\n",
-        b"BDAT 3\r\n", b"BDAT 0 LAST\r\n", b"AUTH PLAIN\r\n", b"\r\n", b"\n", b"\r", b"STARTTLS\r\n", b"RSET\r\n", b"\x00\xff",
+        b"EHLO x\r\n",
+        b"MAIL FROM:<a@b.c>\r\n",
+        b"RCPT TO:<v@ninhthuan.gov.vn>\r\n",
+        b"DATA\r\n",
+        b".\r\n",
+        b"BDAT 3\r\n",
+        b"BDAT 0 LAST\r\n",
+        b"AUTH PLAIN\r\n",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"STARTTLS\r\n",
+        b"RSET\r\n",
+        b"\x00\xff",
     ];
     for _ in 0..2000 {
         let mut session = Session::new(policy(), Listener::Mx, STRANGER.parse().unwrap(), Some(tls()), true);
