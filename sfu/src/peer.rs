@@ -33,7 +33,7 @@ pub(crate) enum Propagated {
     /// A frame from one of this browser's tracks.
     Media {
         source: MediaSource,
-        data: MediaData,
+        data: Box<MediaData>,
     },
     /// This browser asks for a keyframe of a track it receives from `origin`.
     KeyframeRequest {
@@ -313,7 +313,7 @@ impl Peer {
                 if !data.contiguous {
                     self.request_keyframe(now, data.mid, KeyframeRequestKind::Fir);
                 }
-                events.push(Propagated::Media { source, data });
+                events.push(Propagated::Media { source, data: Box::new(data) });
             }
             Event::KeyframeRequest(request) => {
                 let found = self

@@ -187,7 +187,7 @@ impl Rooms {
         } else {
             return Err(Refusal::WrongPin);
         };
-        if !room.config.sites.iter().any(|site| *site == request.site) {
+        if !room.config.sites.contains(&request.site) {
             return Err(Refusal::UnknownSite);
         }
         if room.members.len() >= room.config.max_participants as usize {
