@@ -492,8 +492,12 @@ function render() {
     const badge = tile.querySelector('.chair-badge');
     badge.hidden = participant.role !== 'chair';
     badge.textContent = t('tile.chair');
-    tile.querySelector('.muted-icon').hidden = participant.microphone;
-    tile.querySelector('.camera-icon').hidden = participant.camera;
+    const mutedIcon = tile.querySelector('.muted-icon');
+    mutedIcon.hidden = participant.microphone;
+    mutedIcon.textContent = t('tile.microphone_off');
+    const cameraIcon = tile.querySelector('.camera-icon');
+    cameraIcon.hidden = participant.camera;
+    cameraIcon.textContent = t('tile.camera_off');
     const video = tile.querySelector('video');
     const stream = self ? state.localStream : state.streams.get('p' + id);
     if (stream && video.srcObject !== stream) video.srcObject = stream;

@@ -28,6 +28,7 @@ let server;
 let serverLog = '';
 let workDir;
 let baseUrl;
+let adminUrl;
 let browser;
 const pages = {};
 
@@ -99,6 +100,7 @@ max_participants = 50
   server.stdout.on('data', (chunk) => { serverLog += chunk; });
   server.stderr.on('data', (chunk) => { serverLog += chunk; });
   baseUrl = `http://127.0.0.1:${pagePort}`;
+  adminUrl = `http://127.0.0.1:${adminPort}`;
   await waitFor('the conference page', async () => (await fetch(`${baseUrl}/api/rooms`)).ok);
 
   browser = await chromium.launch({
@@ -183,6 +185,11 @@ test('three participants receive and decode each other\'s video and audio', asyn
         && current[id].audioBytesReceived > first[id].audioBytesReceived);
     });
   }
+  const metrics = await (await fetch(`${adminUrl}/metrics`)).text();
+  for (const name of ['lienthong_conference_forwarded_packets_total', 'lienthong_conference_forwarded_bytes_total']) {
+    assert.match(metrics, new RegExp(`${name}\\{[^}]*room="${ROOM}"[^}]*\\} [1-9]`), `${name} missing from /metrics`);
+  }
+  assert.match(metrics, new RegExp(`lienthong_conference_participants\\{room="${ROOM}"\\} 3`));
   const shots = process.env.SCREENSHOT_DIR || workDir;
   await pages.chair.screenshot({ path: join(shots, 'three-participants.png') });
   console.log(`screenshot: ${join(shots, 'three-participants.png')}`);
@@ -230,6 +237,47 @@ test('a screen share reaches the others and is shown large', async () => {
     await waitFor(`${who} to show the screen on the stage`, () => page.isVisible('#stage'));
   }
   await pages.chair.screenshot({ path: join(process.env.SCREENSHOT_DIR || workDir, 'screen-share.png') });
+});
+
+test('the chair gives the floor to a site for everyone', async () => {
+  const { ids } = pages;
+  await pages.chair.click(`#tiles .tile[data-participant="${ids.b}"] [data-action="spotlight"]`);
+  for (const page of [pages.a, pages.b, pages.chair]) {
+    await waitFor('the spotlight layout', () => page.$eval(`#tiles .tile[data-participant="${ids.b}"]`, (tile) => tile.classList.contains('spotlighted') && tile.parentElement.classList.contains('spotlight')));
+  }
+  await pages.chair.click(`#tiles .tile[data-participant="${ids.b}"] [data-action="spotlight"]`);
+  await waitFor('the spotlight to end', () => pages.a.$eval('#tiles', (tiles) => !tiles.classList.contains('spotlight')));
+});
+
+test('after its connection drops a page rejoins by itself and says so', async () => {
+  const { ids } = pages;
+  await pages.a.evaluate(() => window.lienthong.state.ws.close());
+  await waitFor('the reconnecting notice', () => pages.a.$eval('#banner', (banner) => !banner.hidden && banner.textContent.includes('kết nối lại')));
+  await waitFor('A to be back', () => pages.a.evaluate((old) => window.lienthong.state.me !== null && window.lienthong.state.me !== old, ids.a));
+  await waitFor('the reconnected notice', () => pages.a.$eval('#banner', (banner) => banner.textContent === 'Đã kết nối lại.'));
+  ids.a = await myId(pages.a);
+  for (const [who, page] of [['chair', pages.chair], ['b', pages.b]]) {
+    const first = await waitFor(`${who} to decode A again`, async () => {
+      const current = await stats(page);
+      return current[ids.a] && current[ids.a].framesDecoded > 0 && current;
+    });
+    await waitFor(`${who} to keep decoding A`, async () => (await stats(page))[ids.a].framesDecoded > first[ids.a].framesDecoded);
+  }
+  // A drops B's and the chair's old tiles and shows them again with their media.
+  const first = await waitFor('A to decode the others again', async () => {
+    const current = await stats(pages.a);
+    return [ids.chair, ids.b].every((id) => current[id] && current[id].framesDecoded > 0 && current[id].audioBytesReceived > 0) && current;
+  });
+  await waitFor('A to keep decoding the others', async () => (await stats(pages.a))[ids.b].framesDecoded > first[ids.b].framesDecoded);
+});
+
+test('the page switches to English and back', async () => {
+  assert.equal(await pages.b.textContent('#leave'), 'Rời phòng');
+  await pages.b.click('#language');
+  assert.equal(await pages.b.textContent('#leave'), 'Leave');
+  assert.equal(await pages.b.textContent('#language'), 'Tiếng Việt');
+  await pages.b.click('#language');
+  assert.equal(await pages.b.textContent('#leave'), 'Rời phòng');
 });
 
 test('a participant who leaves disappears from the others\' pages', async () => {

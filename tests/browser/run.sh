@@ -1,8 +1,8 @@
 #!/bin/sh
 # Runs the conference page's end-to-end tests with a real headless Chromium.
 # Installs what they need when missing: Debian's chromium (apt-get) and playwright-core
-# (npm ci, pinned in package-lock.json). Needs target/debug/lienthong (cargo build) unless
-# LIENTHONG_BIN names another binary.
+# (npm ci, pinned in package-lock.json). Builds target/debug/lienthong first (the page is
+# compiled into it) unless LIENTHONG_BIN names another binary.
 set -eu
 cd "$(dirname "$0")"
 if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
@@ -11,5 +11,8 @@ if ! command -v chromium >/dev/null 2>&1 && [ -z "${CHROMIUM:-}" ]; then
 fi
 if [ ! -d node_modules/playwright-core ]; then
     npm ci --no-audit --no-fund
+fi
+if [ -z "${LIENTHONG_BIN:-}" ]; then
+    (cd ../.. && cargo build --bin lienthong)
 fi
 exec node --test --test-concurrency=1 --test-timeout=180000 conference.test.mjs
