@@ -3,7 +3,7 @@
 //! lives in one place without locks.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -14,10 +14,11 @@ use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Input, Rtc};
 use tokio::sync::mpsc;
 
+use crate::guard::PinGuard;
 use crate::metrics::ConferenceMetrics;
 use crate::net::{Datagram, MediaPort};
 use crate::peer::{Peer, Propagated};
-use crate::protocol::{ClientMessage, EndReason, ParticipantId, ServerMessage};
+use crate::protocol::{ClientMessage, EndReason, ParticipantId, Refusal, ServerMessage};
 use crate::room::{Action, JoinRequest, MediaSource, Outgoing, RoomSummary, Rooms};
 
 /// Messages queued for one browser before we consider it gone.
@@ -33,6 +34,8 @@ pub(crate) enum HubCommand {
     Open {
         id: ParticipantId,
         outbound: mpsc::Sender<Outbound>,
+        /// The browser's address, for the limit on wrong PINs.
+        address: IpAddr,
     },
     Message {
         id: ParticipantId,
@@ -59,6 +62,7 @@ pub(crate) enum Outbound {
 struct Connection {
     outbound: mpsc::Sender<Outbound>,
     failed_joins: u32,
+    address: IpAddr,
 }
 
 pub(crate) struct Hub {
@@ -73,6 +77,7 @@ pub(crate) struct Hub {
     certificate: DtlsCert,
     summaries: Arc<RwLock<Vec<RoomSummary>>>,
     metrics: ConferenceMetrics,
+    pin_guard: PinGuard,
 }
 
 impl Hub {
@@ -94,17 +99,14 @@ impl Hub {
             certificate,
             summaries,
             metrics: ConferenceMetrics::default(),
+            pin_guard: PinGuard::default(),
         };
         hub.publish_summaries();
         hub
     }
 
     /// Runs until the command channel closes (the service shuts down).
-    pub async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<HubCommand>,
-        mut datagrams: mpsc::Receiver<Datagram>,
-    ) {
+    pub async fn run(mut self, mut commands: mpsc::Receiver<HubCommand>, mut datagrams: mpsc::Receiver<Datagram>) {
         let mut ticker = tokio::time::interval(Duration::from_millis(200));
         loop {
             let deadline = self.drive(Instant::now());
@@ -136,23 +138,15 @@ impl Hub {
             self.end(now, id, EndReason::Shutdown);
         }
         for connection in self.connections.values() {
-            let _ = connection
-                .outbound
-                .try_send(Outbound::Close("server shutting down".into()));
+            let _ = connection.outbound.try_send(Outbound::Close("server shutting down".into()));
         }
         self.port.shutdown();
     }
 
     fn handle_command(&mut self, now: Instant, command: HubCommand) {
         match command {
-            HubCommand::Open { id, outbound } => {
-                self.connections.insert(
-                    id,
-                    Connection {
-                        outbound,
-                        failed_joins: 0,
-                    },
-                );
+            HubCommand::Open { id, outbound, address } => {
+                self.connections.insert(id, Connection { outbound, failed_joins: 0, address });
             }
             HubCommand::Close { id } => {
                 self.connections.remove(&id);
@@ -171,22 +165,18 @@ impl Hub {
     fn handle_message(&mut self, now: Instant, id: ParticipantId, message: ClientMessage) {
         let joined = self.rooms.room_of(id).is_some();
         match message {
-            ClientMessage::Join {
-                room,
-                name,
-                site,
-                pin,
-                resume,
-                ..
-            } => {
-                let request = JoinRequest {
-                    room,
-                    name,
-                    site,
-                    pin,
-                    resume,
-                    new_token: random_token(),
-                };
+            ClientMessage::Join { room, name, site, pin, resume, .. } => {
+                let request = JoinRequest { room, name, site, pin, resume, new_token: random_token() };
+                let Some(address) = self.connections.get(&id).map(|connection| connection.address) else { return };
+                if !self.pin_guard.allows(now, address) {
+                    self.send(id, ServerMessage::refused(Refusal::TooManyAttempts));
+                    if let Some(connection) = self.connections.get(&id) {
+                        let _ = connection
+                            .outbound
+                            .try_send(Outbound::Close("too many wrong PINs from this address".into()));
+                    }
+                    return;
+                }
                 match self.rooms.join(now, id, request) {
                     Ok(out) => {
                         self.deliver(now, out);
@@ -197,26 +187,20 @@ impl Hub {
                         let Some(connection) = self.connections.get_mut(&id) else {
                             return;
                         };
-                        if reason == crate::protocol::Refusal::WrongPin {
+                        if reason == Refusal::WrongPin {
+                            self.pin_guard.record_failure(now, address);
                             connection.failed_joins += 1;
                             if connection.failed_joins >= MAX_FAILED_JOINS {
-                                let _ = connection
-                                    .outbound
-                                    .try_send(Outbound::Close("too many wrong PINs".into()));
+                                let _ = connection.outbound.try_send(Outbound::Close("too many wrong PINs".into()));
                             }
                         }
                     }
                 }
             }
             ClientMessage::Offer { .. } | ClientMessage::Answer { .. } if !joined => {
-                self.send(
-                    id,
-                    ServerMessage::refused(crate::protocol::Refusal::NotJoined),
-                );
+                self.send(id, ServerMessage::refused(Refusal::NotJoined));
             }
-            ClientMessage::Offer { sdp, screen_mid } => {
-                self.handle_offer(now, id, &sdp, screen_mid)
-            }
+            ClientMessage::Offer { sdp, screen_mid } => self.handle_offer(now, id, &sdp, screen_mid),
             ClientMessage::Answer { sdp } => {
                 let Some(peer) = self.peers.get_mut(&id) else {
                     return;
@@ -225,11 +209,7 @@ impl Hub {
                     Ok(opened) => {
                         for (origin, mid) in opened {
                             if let Some(publisher) = self.peers.get_mut(&origin) {
-                                publisher.request_keyframe(
-                                    now,
-                                    mid,
-                                    str0m::media::KeyframeRequestKind::Pli,
-                                );
+                                publisher.request_keyframe(now, mid, str0m::media::KeyframeRequestKind::Pli);
                             }
                         }
                     }
@@ -237,28 +217,14 @@ impl Hub {
                 }
             }
             ClientMessage::Leave {} => self.remove_participant(now, id),
-            ClientMessage::Media {
-                microphone,
-                camera,
-                screen,
-            } => self.act(
-                now,
-                id,
-                Action::SelfMedia {
-                    microphone,
-                    camera,
-                    screen,
-                },
-            ),
-            ClientMessage::Mute { participant } => self.act(now, id, Action::Mute(participant)),
-            ClientMessage::StopCamera { participant } => {
-                self.act(now, id, Action::StopCamera(participant))
+            ClientMessage::Media { microphone, camera, screen } => {
+                self.act(now, id, Action::SelfMedia { microphone, camera, screen })
             }
+            ClientMessage::Mute { participant } => self.act(now, id, Action::Mute(participant)),
+            ClientMessage::StopCamera { participant } => self.act(now, id, Action::StopCamera(participant)),
             ClientMessage::Remove { participant } => self.act(now, id, Action::Remove(participant)),
             ClientMessage::Lock { locked } => self.act(now, id, Action::Lock(locked)),
-            ClientMessage::Spotlight { participant } => {
-                self.act(now, id, Action::Spotlight(participant))
-            }
+            ClientMessage::Spotlight { participant } => self.act(now, id, Action::Spotlight(participant)),
         }
     }
 
@@ -267,13 +233,7 @@ impl Hub {
         self.deliver(now, out);
     }
 
-    fn handle_offer(
-        &mut self,
-        now: Instant,
-        id: ParticipantId,
-        sdp: &str,
-        screen_mid: Option<String>,
-    ) {
+    fn handle_offer(&mut self, now: Instant, id: ParticipantId, sdp: &str, screen_mid: Option<String>) {
         if !self.peers.contains_key(&id) {
             let mut rtc = Rtc::builder()
                 .set_crypto_provider(self.crypto.clone())
@@ -283,11 +243,7 @@ impl Hub {
                 if let Ok(candidate) = Candidate::host(*address, "udp") {
                     rtc.add_local_candidate(candidate);
                 }
-                let tcp = Candidate::builder()
-                    .tcp()
-                    .host(*address)
-                    .tcptype(TcpType::Passive)
-                    .build();
+                let tcp = Candidate::builder().tcp().host(*address).tcptype(TcpType::Passive).build();
                 if let Ok(candidate) = tcp {
                     rtc.add_local_candidate(candidate);
                 }
@@ -319,25 +275,12 @@ impl Hub {
         };
         let input = Input::Receive(
             now,
-            Receive {
-                proto: datagram.proto,
-                source: datagram.source,
-                destination: datagram.destination,
-                contents,
-            },
+            Receive { proto: datagram.proto, source: datagram.source, destination: datagram.destination, contents },
         );
         let key = (datagram.proto, datagram.source);
-        let routed = self.routes.get(&key).copied().filter(|id| {
-            self.peers
-                .get(id)
-                .is_some_and(|peer| peer.rtc.accepts(&input))
-        });
-        let target = routed.or_else(|| {
-            self.peers
-                .values()
-                .find(|peer| peer.rtc.accepts(&input))
-                .map(|peer| peer.id)
-        });
+        let routed =
+            self.routes.get(&key).copied().filter(|id| self.peers.get(id).is_some_and(|peer| peer.rtc.accepts(&input)));
+        let target = routed.or_else(|| self.peers.values().find(|peer| peer.rtc.accepts(&input)).map(|peer| peer.id));
         let Some(id) = target else { return };
         self.routes.insert(key, id);
         if let Some(peer) = self.peers.get_mut(&id) {
@@ -358,14 +301,7 @@ impl Hub {
                 let mut events = Vec::new();
                 let due = peer.poll(
                     now,
-                    &mut |packet| {
-                        port.send(
-                            packet.proto,
-                            packet.source,
-                            packet.destination,
-                            &packet.contents,
-                        )
-                    },
+                    &mut |packet| port.send(packet.proto, packet.source, packet.destination, &packet.contents),
                     &mut events,
                 );
                 self.timeouts.insert(peer.id, due);
@@ -381,18 +317,13 @@ impl Hub {
                 self.propagate(now, id, event);
             }
         }
-        let offers: Vec<(ParticipantId, String)> = self
-            .peers
-            .values_mut()
-            .filter_map(|peer| peer.offer_if_needed().map(|sdp| (peer.id, sdp)))
-            .collect();
+        let offers: Vec<(ParticipantId, String)> =
+            self.peers.values_mut().filter_map(|peer| peer.offer_if_needed().map(|sdp| (peer.id, sdp))).collect();
         for (id, sdp) in offers {
             self.send(id, ServerMessage::Offer { sdp });
         }
         let soonest = self.timeouts.values().min().copied();
-        soonest
-            .unwrap_or(now + Duration::from_secs(1))
-            .max(now + Duration::from_millis(1))
+        soonest.unwrap_or(now + Duration::from_secs(1)).max(now + Duration::from_millis(1))
     }
 
     fn propagate(&mut self, now: Instant, id: ParticipantId, event: Propagated) {
@@ -413,9 +344,7 @@ impl Hub {
                 if !self.rooms.forwards(id, source) {
                     return;
                 }
-                let packets = (**data.seq_range.end())
-                    .saturating_sub(**data.seq_range.start())
-                    + 1;
+                let packets = (**data.seq_range.end()).saturating_sub(**data.seq_range.start()) + 1;
                 let mut receivers = 0u64;
                 for other in self.rooms.peers(id) {
                     if let Some(peer) = self.peers.get_mut(&other)
@@ -427,19 +356,10 @@ impl Hub {
                 if receivers > 0
                     && let Some(room) = self.rooms.room_of(id)
                 {
-                    self.metrics.forwarded(
-                        room,
-                        source,
-                        packets * receivers,
-                        data.data.len() as u64 * receivers,
-                    );
+                    self.metrics.forwarded(room, source, packets * receivers, data.data.len() as u64 * receivers);
                 }
             }
-            Propagated::KeyframeRequest {
-                origin,
-                origin_mid,
-                kind,
-            } => {
+            Propagated::KeyframeRequest { origin, origin_mid, kind } => {
                 // Only within the room: a browser cannot poke a publisher elsewhere.
                 if self.rooms.peers(id).contains(&origin)
                     && let Some(publisher) = self.peers.get_mut(&origin)
@@ -464,17 +384,9 @@ impl Hub {
             EndReason::Shutdown => "the server is shutting down",
             EndReason::MediaFailed => "the media connection failed",
         };
-        self.send(
-            id,
-            ServerMessage::Ended {
-                reason,
-                message: message.to_owned(),
-            },
-        );
+        self.send(id, ServerMessage::Ended { reason, message: message.to_owned() });
         if let Some(connection) = self.connections.get(&id) {
-            let _ = connection
-                .outbound
-                .try_send(Outbound::Close(message.to_owned()));
+            let _ = connection.outbound.try_send(Outbound::Close(message.to_owned()));
         }
         self.remove_participant(now, id);
     }
@@ -511,11 +423,7 @@ impl Hub {
         let Some(connection) = self.connections.get(&id) else {
             return;
         };
-        if connection
-            .outbound
-            .try_send(Outbound::Message(message))
-            .is_err()
-        {
+        if connection.outbound.try_send(Outbound::Message(message)).is_err() {
             tracing::info!(participant = id, "signaling queue full; disconnecting");
             self.connections.remove(&id);
         }

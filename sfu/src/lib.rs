@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod guard;
 mod hub;
 mod metrics;
 mod net;
@@ -36,10 +37,7 @@ const SHUTDOWN_BOUND: Duration = Duration::from_secs(5);
 pub enum Error {
     /// A listen socket could not be bound; names the address.
     #[error("cannot listen on {address}: {source}")]
-    Bind {
-        address: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { address: SocketAddr, source: std::io::Error },
     /// The TLS settings for the page could not be built.
     #[error("conference TLS: {0}")]
     Tls(#[from] rustls::Error),
@@ -70,64 +68,39 @@ struct Running {
 impl ConferenceService {
     /// Binds the page listener and the media port (UDP and ICE-TCP on every address of
     /// `server.addresses`) and starts serving. With `conference.enabled = false` nothing binds.
-    pub async fn start(
-        config: Arc<Config>,
-        certificates: Arc<dyn ResolvesServerCert>,
-    ) -> Result<Self, Error> {
+    pub async fn start(config: Arc<Config>, certificates: Arc<dyn ResolvesServerCert>) -> Result<Self, Error> {
         if !config.conference.enabled {
-            return Ok(ConferenceService {
-                running: None,
-                config: Mutex::new(config),
-            });
+            return Ok(ConferenceService { running: None, config: Mutex::new(config) });
         }
         let settings = &config.conference;
         let crypto = Arc::new(str0m::crypto::from_feature_flags());
-        let certificate = crypto
-            .dtls_provider
-            .generate_certificate()
-            .ok_or(Error::DtlsCertificate)?;
+        let certificate = crypto.dtls_provider.generate_certificate().ok_or(Error::DtlsCertificate)?;
 
         let page_listener = tokio::net::TcpListener::bind(settings.listen)
             .await
-            .map_err(|source| Error::Bind {
-                address: settings.listen,
-                source,
-            })?;
-        let page_address = page_listener.local_addr().map_err(|source| Error::Bind {
-            address: settings.listen,
-            source,
-        })?;
+            .map_err(|source| Error::Bind { address: settings.listen, source })?;
+        let page_address =
+            page_listener.local_addr().map_err(|source| Error::Bind { address: settings.listen, source })?;
         let tls = if settings.tls {
-            let server_config = rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_no_client_auth()
-            .with_cert_resolver(certificates);
+            let server_config =
+                rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+                    .with_no_client_auth()
+                    .with_cert_resolver(certificates);
             Some(tokio_rustls::TlsAcceptor::from(Arc::new(server_config)))
         } else {
             None
         };
 
         let (datagram_sender, datagrams) = mpsc::channel(4096);
-        let media_bind: Vec<SocketAddr> = config
-            .server
-            .addresses
-            .iter()
-            .map(|address| SocketAddr::new(*address, settings.media_port))
-            .collect();
+        let media_bind: Vec<SocketAddr> =
+            config.server.addresses.iter().map(|address| SocketAddr::new(*address, settings.media_port)).collect();
         let port = net::MediaPort::bind(&media_bind, datagram_sender).await?;
         let media_addresses = port.local_addresses.clone();
 
         let summaries = Arc::new(RwLock::new(Vec::new()));
         let (commands, command_receiver) = mpsc::channel(1024);
-        let hub = Hub::new(
-            &settings.rooms,
-            port,
-            crypto,
-            certificate,
-            summaries.clone(),
-        );
+        let hub = Hub::new(&settings.rooms, port, crypto, certificate, summaries.clone());
         let serving = Arc::new(AtomicBool::new(true));
         let hub_serving = serving.clone();
         let hub = tokio::spawn(async move {
@@ -145,19 +118,8 @@ impl ConferenceService {
             web_serving.store(false, Ordering::Relaxed);
         });
         tracing::info!(page = %page_address, media = ?media_addresses, "conference service listening");
-        let running = Running {
-            commands,
-            stop,
-            hub,
-            web,
-            serving,
-            page_address,
-            media_addresses,
-        };
-        Ok(ConferenceService {
-            running: Some(running),
-            config: Mutex::new(config),
-        })
+        let running = Running { commands, stop, hub, web, serving, page_address, media_addresses };
+        Ok(ConferenceService { running: Some(running), config: Mutex::new(config) })
     }
 
     /// Applies new rooms and PINs; removed rooms end with a message to their participants.
@@ -171,18 +133,12 @@ impl ConferenceService {
                 || old.media_port != new.media_port
                 || old.enabled != new.enabled
             {
-                tracing::warn!(
-                    "conference listen, tls, media_port and enabled take effect at the next restart"
-                );
+                tracing::warn!("conference listen, tls, media_port and enabled take effect at the next restart");
             }
         }
         if let Some(running) = &self.running {
             let rooms = config.conference.rooms.clone();
-            running
-                .commands
-                .send(HubCommand::Reload { rooms })
-                .await
-                .map_err(|_| Error::Stopped)?;
+            running.commands.send(HubCommand::Reload { rooms }).await.map_err(|_| Error::Stopped)?;
         }
         if let Ok(mut current) = self.config.lock() {
             *current = config;
@@ -191,9 +147,7 @@ impl ConferenceService {
     }
 
     pub fn is_serving(&self) -> bool {
-        self.running
-            .as_ref()
-            .is_none_or(|running| running.serving.load(Ordering::Relaxed))
+        self.running.as_ref().is_none_or(|running| running.serving.load(Ordering::Relaxed))
     }
 
     /// Where the page is served (the actual port when the config said port 0).
@@ -203,35 +157,20 @@ impl ConferenceService {
 
     /// The media port's addresses, one per `server.addresses` entry.
     pub fn media_addresses(&self) -> Vec<SocketAddr> {
-        self.running
-            .as_ref()
-            .map(|running| running.media_addresses.clone())
-            .unwrap_or_default()
+        self.running.as_ref().map(|running| running.media_addresses.clone()).unwrap_or_default()
     }
 
     /// Ends every conference with a message, stops the page server and frees the ports,
     /// within about five seconds.
     pub async fn shutdown(self) {
         let Some(running) = self.running else { return };
-        let Running {
-            commands,
-            stop,
-            hub,
-            web,
-            ..
-        } = running;
+        let Running { commands, stop, hub, web, .. } = running;
         let _ = commands.send(HubCommand::Shutdown).await;
         drop(commands);
         let _ = stop.send(true);
         for (name, mut task) in [("hub", hub), ("page server", web)] {
-            if tokio::time::timeout(SHUTDOWN_BOUND, &mut task)
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    task = name,
-                    "conference task did not stop in time; aborting it"
-                );
+            if tokio::time::timeout(SHUTDOWN_BOUND, &mut task).await.is_err() {
+                tracing::warn!(task = name, "conference task did not stop in time; aborting it");
                 task.abort();
             }
         }

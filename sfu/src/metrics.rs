@@ -41,10 +41,7 @@ impl ConferenceMetrics {
                 gauge!("lienthong_conference_participants", "room" => name.clone()).set(0.0);
             }
         }
-        self.known_rooms = summaries
-            .iter()
-            .map(|summary| summary.name.clone())
-            .collect();
+        self.known_rooms = summaries.iter().map(|summary| summary.name.clone()).collect();
         for summary in summaries {
             gauge!("lienthong_conference_participants", "room" => summary.name.clone())
                 .set(summary.participants as f64);

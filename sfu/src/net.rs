@@ -40,10 +40,7 @@ pub(crate) struct MediaPort {
 
 impl MediaPort {
     /// Binds UDP and TCP on every address; the datagrams arrive on `inbound`.
-    pub async fn bind(
-        addresses: &[SocketAddr],
-        inbound: mpsc::Sender<Datagram>,
-    ) -> Result<Self, Error> {
+    pub async fn bind(addresses: &[SocketAddr], inbound: mpsc::Sender<Datagram>) -> Result<Self, Error> {
         let mut port = MediaPort {
             udp: Vec::new(),
             tcp: Arc::new(Mutex::new(HashMap::new())),
@@ -51,37 +48,16 @@ impl MediaPort {
             tasks: Vec::new(),
         };
         for address in addresses {
-            let socket = UdpSocket::bind(address)
-                .await
-                .map_err(|source| Error::Bind {
-                    address: *address,
-                    source,
-                })?;
-            let local = socket.local_addr().map_err(|source| Error::Bind {
-                address: *address,
-                source,
-            })?;
+            let socket = UdpSocket::bind(address).await.map_err(|source| Error::Bind { address: *address, source })?;
+            let local = socket.local_addr().map_err(|source| Error::Bind { address: *address, source })?;
             let socket = Arc::new(socket);
-            port.tasks.push(tokio::spawn(read_udp(
-                socket.clone(),
-                local,
-                inbound.clone(),
-            )));
+            port.tasks.push(tokio::spawn(read_udp(socket.clone(), local, inbound.clone())));
             port.udp.push(socket);
             // ICE-TCP takes the same port number as UDP, so a test on port 0 gets one port.
             let tcp_address = SocketAddr::new(address.ip(), local.port());
-            let listener = TcpListener::bind(tcp_address)
-                .await
-                .map_err(|source| Error::Bind {
-                    address: tcp_address,
-                    source,
-                })?;
-            port.tasks.push(tokio::spawn(accept_tcp(
-                listener,
-                local,
-                inbound.clone(),
-                port.tcp.clone(),
-            )));
+            let listener =
+                TcpListener::bind(tcp_address).await.map_err(|source| Error::Bind { address: tcp_address, source })?;
+            port.tasks.push(tokio::spawn(accept_tcp(listener, local, inbound.clone(), port.tcp.clone())));
             port.local_addresses.push(local);
         }
         Ok(port)
@@ -91,10 +67,8 @@ impl MediaPort {
     pub fn send(&self, proto: Protocol, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
         match proto {
             Protocol::Udp => {
-                let Some(socket) = self
-                    .udp
-                    .iter()
-                    .find(|socket| socket.local_addr().is_ok_and(|local| local == source))
+                let Some(socket) =
+                    self.udp.iter().find(|socket| socket.local_addr().is_ok_and(|local| local == source))
                 else {
                     return;
                 };
@@ -105,11 +79,7 @@ impl MediaPort {
                 }
             }
             _ => {
-                let sender = self
-                    .tcp
-                    .lock()
-                    .ok()
-                    .and_then(|map| map.get(&destination).cloned());
+                let sender = self.tcp.lock().ok().and_then(|map| map.get(&destination).cloned());
                 if let Some(sender) = sender {
                     let _ = sender.try_send(data.to_vec());
                 }
@@ -132,12 +102,8 @@ async fn read_udp(socket: Arc<UdpSocket>, local: SocketAddr, inbound: mpsc::Send
     loop {
         match socket.recv_from(&mut buffer).await {
             Ok((length, source)) => {
-                let datagram = Datagram {
-                    proto: Protocol::Udp,
-                    source,
-                    destination: local,
-                    data: buffer[..length].to_vec(),
-                };
+                let datagram =
+                    Datagram { proto: Protocol::Udp, source, destination: local, data: buffer[..length].to_vec() };
                 // A full queue means the hub is behind: drop, as the kernel would.
                 if let Err(mpsc::error::TrySendError::Closed(_)) = inbound.try_send(datagram) {
                     return;
@@ -151,12 +117,7 @@ async fn read_udp(socket: Arc<UdpSocket>, local: SocketAddr, inbound: mpsc::Send
 
 type TcpPeers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
 
-async fn accept_tcp(
-    listener: TcpListener,
-    local: SocketAddr,
-    inbound: mpsc::Sender<Datagram>,
-    peers: TcpPeers,
-) {
+async fn accept_tcp(listener: TcpListener, local: SocketAddr, inbound: mpsc::Sender<Datagram>, peers: TcpPeers) {
     loop {
         let Ok((stream, remote)) = listener.accept().await else {
             continue;
@@ -170,14 +131,7 @@ async fn accept_tcp(
             map.insert(remote, sender);
         }
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_tcp(
-            stream,
-            remote,
-            local,
-            inbound.clone(),
-            receiver,
-            peers.clone(),
-        ));
+        tokio::spawn(serve_tcp(stream, remote, local, inbound.clone(), receiver, peers.clone()));
     }
 }
 
@@ -196,12 +150,8 @@ async fn serve_tcp(
         loop {
             let length = reader.read_u16().await? as usize;
             reader.read_exact(&mut buffer[..length]).await?;
-            let datagram = Datagram {
-                proto: Protocol::Tcp,
-                source: remote,
-                destination: local,
-                data: buffer[..length].to_vec(),
-            };
+            let datagram =
+                Datagram { proto: Protocol::Tcp, source: remote, destination: local, data: buffer[..length].to_vec() };
             if inbound.send(datagram).await.is_err() {
                 return Ok::<(), std::io::Error>(());
             }

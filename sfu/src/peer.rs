@@ -25,22 +25,11 @@ const DISCONNECTED_GRACE: Duration = Duration::from_secs(15);
 #[derive(Debug)]
 pub(crate) enum Propagated {
     /// The browser started publishing a track.
-    TrackOpened {
-        mid: Mid,
-        kind: MediaKind,
-        source: MediaSource,
-    },
+    TrackOpened { mid: Mid, kind: MediaKind, source: MediaSource },
     /// A frame from one of this browser's tracks.
-    Media {
-        source: MediaSource,
-        data: Box<MediaData>,
-    },
+    Media { source: MediaSource, data: Box<MediaData> },
     /// This browser asks for a keyframe of a track it receives from `origin`.
-    KeyframeRequest {
-        origin: ParticipantId,
-        origin_mid: Mid,
-        kind: KeyframeRequestKind,
-    },
+    KeyframeRequest { origin: ParticipantId, origin_mid: Mid, kind: KeyframeRequestKind },
     /// The session is dead (ICE failed, DTLS error, ...).
     Failed,
 }
@@ -105,22 +94,13 @@ impl Peer {
 
     /// Accepts the browser's offer. Returns `Ok(None)` when the offer crossed one of ours and
     /// is ignored (the browser rolls back and offers again).
-    pub fn accept_offer(
-        &mut self,
-        sdp: &str,
-        screen_mid: Option<String>,
-    ) -> Result<Option<String>, String> {
+    pub fn accept_offer(&mut self, sdp: &str, screen_mid: Option<String>) -> Result<Option<String>, String> {
         if self.pending.is_some() {
             return Ok(None);
         }
-        let offer = SdpOffer::from_sdp_string(sdp)
-            .map_err(|error| format!("invalid SDP offer: {error}"))?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|error| format!("invalid SDP offer: {error}"))?;
         self.screen_mid = screen_mid;
-        let answer = self
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|error| format!("offer not accepted: {error}"))?;
+        let answer = self.rtc.sdp_api().accept_offer(offer).map_err(|error| format!("offer not accepted: {error}"))?;
         self.ready = true;
         Ok(Some(answer.to_sdp_string()))
     }
@@ -131,12 +111,8 @@ impl Peer {
         let Some(pending) = self.pending.take() else {
             return Ok(Vec::new());
         };
-        let answer = SdpAnswer::from_sdp_string(sdp)
-            .map_err(|error| format!("invalid SDP answer: {error}"))?;
-        self.rtc
-            .sdp_api()
-            .accept_answer(pending, answer)
-            .map_err(|error| format!("answer not accepted: {error}"))?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|error| format!("invalid SDP answer: {error}"))?;
+        self.rtc.sdp_api().accept_answer(pending, answer).map_err(|error| format!("answer not accepted: {error}"))?;
         let mut opened = Vec::new();
         for track in &mut self.tracks_out {
             if let TrackOutState::Negotiating(mid) = track.state {
@@ -146,45 +122,22 @@ impl Peer {
                 }
             }
         }
-        self.tracks_out
-            .retain(|track| !matches!(track.state, TrackOutState::NegotiatingStop(_)));
+        self.tracks_out.retain(|track| !matches!(track.state, TrackOutState::NegotiatingStop(_)));
         Ok(opened)
     }
 
     /// Starts receiving another participant's track.
-    pub fn subscribe(
-        &mut self,
-        origin: ParticipantId,
-        origin_mid: Mid,
-        kind: MediaKind,
-        source: MediaSource,
-    ) {
-        if self
-            .tracks_out
-            .iter()
-            .any(|track| track.origin == origin && track.origin_mid == origin_mid && !track.gone)
-        {
+    pub fn subscribe(&mut self, origin: ParticipantId, origin_mid: Mid, kind: MediaKind, source: MediaSource) {
+        if self.tracks_out.iter().any(|track| track.origin == origin && track.origin_mid == origin_mid && !track.gone) {
             return;
         }
-        self.tracks_out.push(TrackOut {
-            origin,
-            origin_mid,
-            kind,
-            source,
-            state: TrackOutState::ToOpen,
-            gone: false,
-        });
+        self.tracks_out.push(TrackOut { origin, origin_mid, kind, source, state: TrackOutState::ToOpen, gone: false });
     }
 
     /// Stops receiving everything from a participant who left.
     pub fn unsubscribe_all(&mut self, origin: ParticipantId) {
-        self.tracks_out
-            .retain(|track| !(track.origin == origin && track.state == TrackOutState::ToOpen));
-        for track in self
-            .tracks_out
-            .iter_mut()
-            .filter(|track| track.origin == origin)
-        {
+        self.tracks_out.retain(|track| !(track.origin == origin && track.state == TrackOutState::ToOpen));
+        for track in self.tracks_out.iter_mut().filter(|track| track.origin == origin) {
             track.gone = true;
         }
     }
@@ -203,13 +156,7 @@ impl Peer {
                         _ => format!("p{}", track.origin),
                     };
                     let track_id = format!("p{}-{}", track.origin, track.origin_mid);
-                    let mid = change.add_media(
-                        track.kind,
-                        Direction::SendOnly,
-                        Some(stream),
-                        Some(track_id),
-                        None,
-                    );
+                    let mid = change.add_media(track.kind, Direction::SendOnly, Some(stream), Some(track_id), None);
                     track.state = TrackOutState::Negotiating(mid);
                 }
                 TrackOutState::Open(mid) if track.gone => {
@@ -236,21 +183,13 @@ impl Peer {
 
     /// Drains str0m's output: transmits go to `transmit`, events to `events`. Returns when
     /// str0m next wants a timeout.
-    pub fn poll(
-        &mut self,
-        now: Instant,
-        transmit: &mut impl FnMut(Transmit),
-        events: &mut Vec<Propagated>,
-    ) -> Instant {
+    pub fn poll(&mut self, now: Instant, transmit: &mut impl FnMut(Transmit), events: &mut Vec<Propagated>) -> Instant {
         loop {
             if self.is_failed() {
                 events.push(Propagated::Failed);
                 return now + Duration::from_secs(1);
             }
-            if self
-                .disconnected_since
-                .is_some_and(|since| now.duration_since(since) > DISCONNECTED_GRACE)
-            {
+            if self.disconnected_since.is_some_and(|since| now.duration_since(since) > DISCONNECTED_GRACE) {
                 self.failed = true;
                 continue;
             }
@@ -275,9 +214,7 @@ impl Peer {
             Event::IceConnectionStateChange(state) => {
                 tracing::debug!(participant = self.id, ?state, "ICE state");
                 self.disconnected_since = match state {
-                    IceConnectionState::Disconnected => {
-                        Some(self.disconnected_since.unwrap_or(now))
-                    }
+                    IceConnectionState::Disconnected => Some(self.disconnected_since.unwrap_or(now)),
                     _ => None,
                 };
             }
@@ -287,23 +224,13 @@ impl Peer {
                 }
                 let source = match added.kind {
                     MediaKind::Audio => MediaSource::Microphone,
-                    MediaKind::Video
-                        if self.screen_mid.as_deref() == Some(&*added.mid.to_string()) =>
-                    {
+                    MediaKind::Video if self.screen_mid.as_deref() == Some(&*added.mid.to_string()) => {
                         MediaSource::Screen
                     }
                     MediaKind::Video => MediaSource::Camera,
                 };
-                self.tracks_in.push(TrackIn {
-                    mid: added.mid,
-                    source,
-                    last_keyframe_request: None,
-                });
-                events.push(Propagated::TrackOpened {
-                    mid: added.mid,
-                    kind: added.kind,
-                    source,
-                });
+                self.tracks_in.push(TrackIn { mid: added.mid, source, last_keyframe_request: None });
+                events.push(Propagated::TrackOpened { mid: added.mid, kind: added.kind, source });
             }
             Event::MediaData(data) => {
                 let Some(track) = self.tracks_in.iter().find(|track| track.mid == data.mid) else {
@@ -316,10 +243,7 @@ impl Peer {
                 events.push(Propagated::Media { source, data: Box::new(data) });
             }
             Event::KeyframeRequest(request) => {
-                let found = self
-                    .tracks_out
-                    .iter()
-                    .find(|track| track.state == TrackOutState::Open(request.mid));
+                let found = self.tracks_out.iter().find(|track| track.state == TrackOutState::Open(request.mid));
                 if let Some(track) = found {
                     events.push(Propagated::KeyframeRequest {
                         origin: track.origin,
@@ -337,10 +261,7 @@ impl Peer {
         let Some(track) = self.tracks_in.iter_mut().find(|track| track.mid == mid) else {
             return;
         };
-        if track
-            .last_keyframe_request
-            .is_some_and(|last| now.duration_since(last) < KEYFRAME_REQUEST_SPACING)
-        {
+        if track.last_keyframe_request.is_some_and(|last| now.duration_since(last) < KEYFRAME_REQUEST_SPACING) {
             return;
         }
         track.last_keyframe_request = Some(now);
@@ -355,11 +276,7 @@ impl Peer {
         self.tracks_in
             .iter()
             .map(|track| {
-                let kind = if track.source == MediaSource::Microphone {
-                    MediaKind::Audio
-                } else {
-                    MediaKind::Video
-                };
+                let kind = if track.source == MediaSource::Microphone { MediaKind::Audio } else { MediaKind::Video };
                 (track.mid, kind, track.source)
             })
             .collect()
@@ -368,9 +285,7 @@ impl Peer {
     /// Writes a frame from `origin` to the matching outgoing track. Returns whether it went out.
     pub fn forward(&mut self, origin: ParticipantId, data: &MediaData) -> bool {
         let Some(mid) = self.tracks_out.iter().find_map(|track| match track.state {
-            TrackOutState::Open(mid)
-                if track.origin == origin && track.origin_mid == data.mid && !track.gone =>
-            {
+            TrackOutState::Open(mid) if track.origin == origin && track.origin_mid == data.mid && !track.gone => {
                 Some(mid)
             }
             _ => None,

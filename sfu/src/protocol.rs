@@ -45,11 +45,7 @@ pub enum ClientMessage {
     /// The answer to a server offer (the server offers when other participants' tracks arrive).
     Answer { sdp: String },
     /// The browser's own microphone, camera and screen share switches.
-    Media {
-        microphone: bool,
-        camera: bool,
-        screen: bool,
-    },
+    Media { microphone: bool, camera: bool, screen: bool },
     /// Chair: turn a participant's microphone off.
     Mute { participant: ParticipantId },
     /// Chair: turn a participant's camera off.
@@ -95,14 +91,7 @@ pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> 
 
 fn validate(message: &ClientMessage) -> Result<(), ProtocolError> {
     match message {
-        ClientMessage::Join {
-            v,
-            room,
-            name,
-            site,
-            pin,
-            resume,
-        } => {
+        ClientMessage::Join { v, room, name, site, pin, resume } => {
             if *v != PROTOCOL_VERSION {
                 return Err(ProtocolError::Version(*v));
             }
@@ -110,8 +99,7 @@ fn validate(message: &ClientMessage) -> Result<(), ProtocolError> {
                 return Err(ProtocolError::InvalidField("room"));
             }
             let name_chars = name.trim().chars().count();
-            if name_chars == 0 || name_chars > MAX_NAME_CHARS || name.chars().any(char::is_control)
-            {
+            if name_chars == 0 || name_chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
                 return Err(ProtocolError::InvalidField("name"));
             }
             if site.is_empty() || site.len() > 400 {
@@ -128,10 +116,7 @@ fn validate(message: &ClientMessage) -> Result<(), ProtocolError> {
             if sdp.is_empty() {
                 return Err(ProtocolError::InvalidField("sdp"));
             }
-            if screen_mid
-                .as_ref()
-                .is_some_and(|mid| mid.is_empty() || mid.len() > 16)
-            {
+            if screen_mid.as_ref().is_some_and(|mid| mid.is_empty() || mid.len() > 16) {
                 return Err(ProtocolError::InvalidField("screen_mid"));
             }
         }
@@ -176,6 +161,8 @@ pub enum Refusal {
     UnknownParticipant,
     NotJoined,
     AlreadyJoined,
+    /// Too many wrong PINs came from this address lately.
+    TooManyAttempts,
 }
 
 impl Refusal {
@@ -191,6 +178,7 @@ impl Refusal {
             Refusal::UnknownParticipant => "no such participant in this room",
             Refusal::NotJoined => "join a room first",
             Refusal::AlreadyJoined => "already in a room",
+            Refusal::TooManyAttempts => "too many wrong PINs from your address; try again in 10 minutes",
         }
     }
 }
@@ -270,10 +258,7 @@ pub enum ServerMessage {
 
 impl ServerMessage {
     pub fn refused(reason: Refusal) -> Self {
-        ServerMessage::Refused {
-            reason,
-            message: reason.message().to_owned(),
-        }
+        ServerMessage::Refused { reason, message: reason.message().to_owned() }
     }
 
     pub fn to_json(&self) -> String {
@@ -293,9 +278,7 @@ mod tests {
             r#"{"type":"join","v":1,"room":"giao-ban","name":"Nguyễn Văn A","site":"Huyện A","pin":"246810"}"#,
         )
         .unwrap();
-        assert!(
-            matches!(message, ClientMessage::Join { ref room, resume: None, .. } if room == "giao-ban")
-        );
+        assert!(matches!(message, ClientMessage::Join { ref room, resume: None, .. } if room == "giao-ban"));
     }
 
     #[test]
@@ -308,59 +291,32 @@ mod tests {
             "not json",
             "",
         ] {
-            assert!(
-                matches!(parse_client_message(text), Err(ProtocolError::Malformed(_))),
-                "{text}"
-            );
+            assert!(matches!(parse_client_message(text), Err(ProtocolError::Malformed(_))), "{text}");
         }
     }
 
     #[test]
     fn oversized_is_refused_before_parsing() {
-        let text = format!(
-            r#"{{"type":"answer","sdp":"{}"}}"#,
-            "a".repeat(MAX_MESSAGE_BYTES)
-        );
+        let text = format!(r#"{{"type":"answer","sdp":"{}"}}"#, "a".repeat(MAX_MESSAGE_BYTES));
         assert_eq!(parse_client_message(&text), Err(ProtocolError::TooLarge));
     }
 
     #[test]
     fn version_and_fields_are_checked() {
-        let wrong_version =
-            r#"{"type":"join","v":2,"room":"r","name":"A","site":"S","pin":"1234"}"#;
-        assert_eq!(
-            parse_client_message(wrong_version),
-            Err(ProtocolError::Version(2))
-        );
+        let wrong_version = r#"{"type":"join","v":2,"room":"r","name":"A","site":"S","pin":"1234"}"#;
+        assert_eq!(parse_client_message(wrong_version), Err(ProtocolError::Version(2)));
         let blank_name = r#"{"type":"join","v":1,"room":"r","name":"  ","site":"S","pin":"1234"}"#;
-        assert_eq!(
-            parse_client_message(blank_name),
-            Err(ProtocolError::InvalidField("name"))
-        );
-        let long_name = format!(
-            r#"{{"type":"join","v":1,"room":"r","name":"{}","site":"S","pin":"1"}}"#,
-            "x".repeat(61)
-        );
-        assert_eq!(
-            parse_client_message(&long_name),
-            Err(ProtocolError::InvalidField("name"))
-        );
-        assert_eq!(
-            parse_client_message(r#"{"type":"answer","sdp":""}"#),
-            Err(ProtocolError::InvalidField("sdp"))
-        );
+        assert_eq!(parse_client_message(blank_name), Err(ProtocolError::InvalidField("name")));
+        let long_name =
+            format!(r#"{{"type":"join","v":1,"room":"r","name":"{}","site":"S","pin":"1"}}"#, "x".repeat(61));
+        assert_eq!(parse_client_message(&long_name), Err(ProtocolError::InvalidField("name")));
+        assert_eq!(parse_client_message(r#"{"type":"answer","sdp":""}"#), Err(ProtocolError::InvalidField("sdp")));
     }
 
     #[test]
     fn server_messages_are_tagged() {
         let json = ServerMessage::refused(Refusal::WrongPin).to_json();
-        assert_eq!(
-            json,
-            r#"{"type":"refused","reason":"wrong_pin","message":"wrong PIN"}"#
-        );
-        assert_eq!(
-            ServerMessage::Left { participant: 7 }.to_json(),
-            r#"{"type":"left","participant":7}"#
-        );
+        assert_eq!(json, r#"{"type":"refused","reason":"wrong_pin","message":"wrong PIN"}"#);
+        assert_eq!(ServerMessage::Left { participant: 7 }.to_json(), r#"{"type":"left","participant":7}"#);
     }
 }

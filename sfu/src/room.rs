@@ -45,11 +45,7 @@ pub enum MediaSource {
 /// A chair command or a participant's own switch, from the protocol layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    SelfMedia {
-        microphone: bool,
-        camera: bool,
-        screen: bool,
-    },
+    SelfMedia { microphone: bool, camera: bool, screen: bool },
     Mute(ParticipantId),
     StopCamera(ParticipantId),
     Remove(ParticipantId),
@@ -117,22 +113,14 @@ impl RoomState {
         }
     }
 
-    fn broadcast(
-        &self,
-        message: &ServerMessage,
-        except: Option<ParticipantId>,
-        out: &mut Vec<Outgoing>,
-    ) {
+    fn broadcast(&self, message: &ServerMessage, except: Option<ParticipantId>, out: &mut Vec<Outgoing>) {
         for id in self.members.keys().filter(|id| Some(**id) != except) {
             out.push(Outgoing::To(*id, message.clone()));
         }
     }
 
     fn room_message(&self) -> ServerMessage {
-        ServerMessage::Room {
-            locked: self.locked,
-            spotlight: self.spotlight,
-        }
+        ServerMessage::Room { locked: self.locked, spotlight: self.spotlight }
     }
 }
 
@@ -156,30 +144,16 @@ pub struct Rooms {
 
 impl Rooms {
     pub fn new(configs: &[RoomConfig]) -> Self {
-        let rooms = configs
-            .iter()
-            .map(|config| (config.name.clone(), RoomState::new(config.clone())))
-            .collect();
-        Rooms {
-            rooms,
-            membership: HashMap::new(),
-        }
+        let rooms = configs.iter().map(|config| (config.name.clone(), RoomState::new(config.clone()))).collect();
+        Rooms { rooms, membership: HashMap::new() }
     }
 
     /// Admits `id` to a room, or says why not.
-    pub fn join(
-        &mut self,
-        now: Instant,
-        id: ParticipantId,
-        request: JoinRequest,
-    ) -> Result<Vec<Outgoing>, Refusal> {
+    pub fn join(&mut self, now: Instant, id: ParticipantId, request: JoinRequest) -> Result<Vec<Outgoing>, Refusal> {
         if self.membership.contains_key(&id) {
             return Err(Refusal::AlreadyJoined);
         }
-        let room = self
-            .rooms
-            .get_mut(&request.room)
-            .ok_or(Refusal::UnknownRoom)?;
+        let room = self.rooms.get_mut(&request.room).ok_or(Refusal::UnknownRoom)?;
         let role = if constant_time_equal(&request.pin, &room.config.chair_pin) {
             Role::Chair
         } else if constant_time_equal(&request.pin, &room.config.pin) {
@@ -194,10 +168,7 @@ impl Rooms {
             return Err(Refusal::Full);
         }
         room.resumable.retain(|_, expires| *expires > now);
-        let resuming = request
-            .resume
-            .as_ref()
-            .is_some_and(|token| room.resumable.remove(token).is_some());
+        let resuming = request.resume.as_ref().is_some_and(|token| room.resumable.remove(token).is_some());
         // The chair may always enter: otherwise a dropped chair could lock itself out.
         if room.locked && role != Role::Chair && !resuming {
             return Err(Refusal::Locked);
@@ -216,13 +187,7 @@ impl Rooms {
             last_audio: None,
         };
         let mut out = Vec::new();
-        room.broadcast(
-            &ServerMessage::Joined {
-                participant: participant.view(),
-            },
-            None,
-            &mut out,
-        );
+        room.broadcast(&ServerMessage::Joined { participant: participant.view() }, None, &mut out);
         let participants = room.members.values().map(Participant::view).collect();
         out.push(Outgoing::To(
             id,
@@ -257,34 +222,15 @@ impl Rooms {
         }
     }
 
-    fn try_act(
-        &mut self,
-        now: Instant,
-        actor: ParticipantId,
-        action: Action,
-    ) -> Result<Vec<Outgoing>, Refusal> {
-        let room_name = self
-            .membership
-            .get(&actor)
-            .ok_or(Refusal::NotJoined)?
-            .clone();
+    fn try_act(&mut self, now: Instant, actor: ParticipantId, action: Action) -> Result<Vec<Outgoing>, Refusal> {
+        let room_name = self.membership.get(&actor).ok_or(Refusal::NotJoined)?.clone();
         let room = self.rooms.get_mut(&room_name).ok_or(Refusal::NotJoined)?;
-        let is_chair = room
-            .members
-            .get(&actor)
-            .is_some_and(|member| member.role == Role::Chair);
+        let is_chair = room.members.get(&actor).is_some_and(|member| member.role == Role::Chair);
         let mut out = Vec::new();
-        if let Action::SelfMedia {
-            microphone,
-            camera,
-            screen,
-        } = action
-        {
+        if let Action::SelfMedia { microphone, camera, screen } = action {
             let member = room.members.get_mut(&actor).ok_or(Refusal::NotJoined)?;
             (member.microphone, member.camera, member.screen) = (microphone, camera, screen);
-            let message = ServerMessage::Updated {
-                participant: member.view(),
-            };
+            let message = ServerMessage::Updated { participant: member.view() };
             room.broadcast(&message, None, &mut out);
             return Ok(out);
         }
@@ -294,10 +240,7 @@ impl Rooms {
         match action {
             Action::SelfMedia { .. } => {}
             Action::Mute(target) | Action::StopCamera(target) => {
-                let member = room
-                    .members
-                    .get_mut(&target)
-                    .ok_or(Refusal::UnknownParticipant)?;
+                let member = room.members.get_mut(&target).ok_or(Refusal::UnknownParticipant)?;
                 let mute = matches!(action, Action::Mute(_));
                 if mute {
                     member.microphone = false;
@@ -305,16 +248,8 @@ impl Rooms {
                 } else {
                     member.camera = false;
                 }
-                out.push(Outgoing::To(
-                    target,
-                    ServerMessage::Forced {
-                        microphone: !mute,
-                        camera: mute,
-                    },
-                ));
-                let message = ServerMessage::Updated {
-                    participant: member.view(),
-                };
+                out.push(Outgoing::To(target, ServerMessage::Forced { microphone: !mute, camera: mute }));
+                let message = ServerMessage::Updated { participant: member.view() };
                 room.broadcast(&message, None, &mut out);
             }
             Action::Remove(target) => {
@@ -339,12 +274,7 @@ impl Rooms {
         Ok(out)
     }
 
-    fn remove_member(
-        &mut self,
-        now: Instant,
-        id: ParticipantId,
-        may_resume: bool,
-    ) -> Vec<Outgoing> {
+    fn remove_member(&mut self, now: Instant, id: ParticipantId, may_resume: bool) -> Vec<Outgoing> {
         let mut out = Vec::new();
         let Some(room_name) = self.membership.remove(&id) else {
             return out;
@@ -365,11 +295,7 @@ impl Rooms {
         }
         if room.speaker == Some(id) {
             room.speaker = None;
-            room.broadcast(
-                &ServerMessage::Speaker { participant: None },
-                None,
-                &mut out,
-            );
+            room.broadcast(&ServerMessage::Speaker { participant: None }, None, &mut out);
         }
         out
     }
@@ -389,18 +315,10 @@ impl Rooms {
 
     /// The other participants in `id`'s room.
     pub fn peers(&self, id: ParticipantId) -> Vec<ParticipantId> {
-        let Some(room) = self
-            .membership
-            .get(&id)
-            .and_then(|name| self.rooms.get(name))
-        else {
+        let Some(room) = self.membership.get(&id).and_then(|name| self.rooms.get(name)) else {
             return Vec::new();
         };
-        room.members
-            .keys()
-            .copied()
-            .filter(|other| *other != id)
-            .collect()
+        room.members.keys().copied().filter(|other| *other != id).collect()
     }
 
     pub fn room_of(&self, id: ParticipantId) -> Option<&str> {
@@ -412,11 +330,7 @@ impl Rooms {
         let Some(name) = self.membership.get(&id) else {
             return;
         };
-        let Some(member) = self
-            .rooms
-            .get_mut(name)
-            .and_then(|room| room.members.get_mut(&id))
-        else {
+        let Some(member) = self.rooms.get_mut(name).and_then(|room| room.members.get_mut(&id)) else {
             return;
         };
         if !member.microphone {
@@ -434,43 +348,26 @@ impl Rooms {
         let mut out = Vec::new();
         for room in self.rooms.values_mut() {
             let loudness = |member: &Participant| {
-                if member
-                    .last_audio
-                    .is_some_and(|last| now.duration_since(last) < AUDIO_STALE)
-                {
+                if member.last_audio.is_some_and(|last| now.duration_since(last) < AUDIO_STALE) {
                     member.loudness
                 } else {
                     0.0
                 }
             };
-            let Some((loudest, level)) = room
-                .members
-                .values()
-                .map(|member| (member.id, loudness(member)))
-                .max_by(|a, b| a.1.total_cmp(&b.1))
+            let Some((loudest, level)) =
+                room.members.values().map(|member| (member.id, loudness(member))).max_by(|a, b| a.1.total_cmp(&b.1))
             else {
                 continue;
             };
             if level < SPEAKER_THRESHOLD || room.speaker == Some(loudest) {
                 continue;
             }
-            let current = room
-                .speaker
-                .and_then(|id| room.members.get(&id))
-                .map_or(0.0, loudness);
-            let held = room
-                .speaker_since
-                .is_none_or(|since| now.duration_since(since) >= SPEAKER_HOLD);
+            let current = room.speaker.and_then(|id| room.members.get(&id)).map_or(0.0, loudness);
+            let held = room.speaker_since.is_none_or(|since| now.duration_since(since) >= SPEAKER_HOLD);
             if held && level > current * 1.5 {
                 room.speaker = Some(loudest);
                 room.speaker_since = Some(now);
-                room.broadcast(
-                    &ServerMessage::Speaker {
-                        participant: Some(loudest),
-                    },
-                    None,
-                    &mut out,
-                );
+                room.broadcast(&ServerMessage::Speaker { participant: Some(loudest) }, None, &mut out);
             }
         }
         out
@@ -480,12 +377,8 @@ impl Rooms {
     /// changed PINs and limits apply to the next joins.
     pub fn reload(&mut self, now: Instant, configs: &[RoomConfig]) -> Vec<Outgoing> {
         let mut out = Vec::new();
-        let removed: Vec<String> = self
-            .rooms
-            .keys()
-            .filter(|name| !configs.iter().any(|config| config.name == **name))
-            .cloned()
-            .collect();
+        let removed: Vec<String> =
+            self.rooms.keys().filter(|name| !configs.iter().any(|config| config.name == **name)).cloned().collect();
         for name in removed {
             if let Some(room) = self.rooms.remove(&name) {
                 for id in room.members.keys() {
@@ -498,8 +391,7 @@ impl Rooms {
             match self.rooms.get_mut(&config.name) {
                 Some(room) => room.config = config.clone(),
                 None => {
-                    self.rooms
-                        .insert(config.name.clone(), RoomState::new(config.clone()));
+                    self.rooms.insert(config.name.clone(), RoomState::new(config.clone()));
                 }
             }
         }

@@ -12,12 +12,7 @@ fn giao_ban() -> RoomConfig {
 }
 
 fn hop_khan() -> RoomConfig {
-    RoomConfig {
-        name: "hop-khan".into(),
-        pin: "1111".into(),
-        chair_pin: "2222".into(),
-        ..giao_ban()
-    }
+    RoomConfig { name: "hop-khan".into(), pin: "1111".into(), chair_pin: "2222".into(), ..giao_ban() }
 }
 
 fn request(room: &str, site: &str, pin: &str) -> JoinRequest {
@@ -43,12 +38,8 @@ fn messages_to(out: &[Outgoing], id: ParticipantId) -> Vec<&ServerMessage> {
 /// Rooms with the chair (1) from the province and a participant (2) from Huyện A.
 fn meeting(now: Instant) -> Rooms {
     let mut rooms = Rooms::new(&[giao_ban(), hop_khan()]);
-    rooms
-        .join(now, 1, request("giao-ban", "UBND tỉnh", "135790"))
-        .unwrap();
-    rooms
-        .join(now, 2, request("giao-ban", "Huyện A", "246810"))
-        .unwrap();
+    rooms.join(now, 1, request("giao-ban", "UBND tỉnh", "135790")).unwrap();
+    rooms.join(now, 2, request("giao-ban", "Huyện A", "246810")).unwrap();
     rooms
 }
 
@@ -56,33 +47,20 @@ fn meeting(now: Instant) -> Rooms {
 fn join_welcomes_with_role_and_announces_to_others() {
     let now = Instant::now();
     let mut rooms = Rooms::new(&[giao_ban()]);
-    let out = rooms
-        .join(now, 1, request("giao-ban", "UBND tỉnh", "135790"))
-        .unwrap();
+    let out = rooms.join(now, 1, request("giao-ban", "UBND tỉnh", "135790")).unwrap();
     assert!(
         matches!(messages_to(&out, 1)[..], [ServerMessage::Welcome { role: Role::Chair, participants, .. }] if participants.is_empty())
     );
 
-    let out = rooms
-        .join(now, 2, request("giao-ban", "Huyện A", "246810"))
-        .unwrap();
+    let out = rooms.join(now, 2, request("giao-ban", "Huyện A", "246810")).unwrap();
     match messages_to(&out, 2)[..] {
-        [
-            ServerMessage::Welcome {
-                role: Role::Participant,
-                participants,
-                you: 2,
-                ..
-            },
-        ] => {
+        [ServerMessage::Welcome { role: Role::Participant, participants, you: 2, .. }] => {
             assert_eq!(participants.len(), 1);
             assert_eq!(participants[0].site, "UBND tỉnh");
         }
         ref other => panic!("unexpected {other:?}"),
     }
-    assert!(
-        matches!(messages_to(&out, 1)[..], [ServerMessage::Joined { participant }] if participant.id == 2)
-    );
+    assert!(matches!(messages_to(&out, 1)[..], [ServerMessage::Joined { participant }] if participant.id == 2));
     assert_eq!(rooms.peers(1), vec![2]);
 }
 
@@ -90,33 +68,13 @@ fn join_welcomes_with_role_and_announces_to_others() {
 fn refusals() {
     let now = Instant::now();
     let mut rooms = meeting(now);
-    assert_eq!(
-        rooms.join(now, 3, request("khong-co", "Huyện A", "246810")),
-        Err(Refusal::UnknownRoom)
-    );
-    assert_eq!(
-        rooms.join(now, 3, request("giao-ban", "Huyện A", "000000")),
-        Err(Refusal::WrongPin)
-    );
-    assert_eq!(
-        rooms.join(now, 3, request("giao-ban", "Huyện A", "24681")),
-        Err(Refusal::WrongPin)
-    );
-    assert_eq!(
-        rooms.join(now, 3, request("giao-ban", "Huyện Z", "246810")),
-        Err(Refusal::UnknownSite)
-    );
-    assert_eq!(
-        rooms.join(now, 2, request("giao-ban", "Huyện A", "246810")),
-        Err(Refusal::AlreadyJoined)
-    );
-    rooms
-        .join(now, 3, request("giao-ban", "Huyện B", "246810"))
-        .unwrap();
-    assert_eq!(
-        rooms.join(now, 4, request("giao-ban", "Huyện B", "246810")),
-        Err(Refusal::Full)
-    );
+    assert_eq!(rooms.join(now, 3, request("khong-co", "Huyện A", "246810")), Err(Refusal::UnknownRoom));
+    assert_eq!(rooms.join(now, 3, request("giao-ban", "Huyện A", "000000")), Err(Refusal::WrongPin));
+    assert_eq!(rooms.join(now, 3, request("giao-ban", "Huyện A", "24681")), Err(Refusal::WrongPin));
+    assert_eq!(rooms.join(now, 3, request("giao-ban", "Huyện Z", "246810")), Err(Refusal::UnknownSite));
+    assert_eq!(rooms.join(now, 2, request("giao-ban", "Huyện A", "246810")), Err(Refusal::AlreadyJoined));
+    rooms.join(now, 3, request("giao-ban", "Huyện B", "246810")).unwrap();
+    assert_eq!(rooms.join(now, 4, request("giao-ban", "Huyện B", "246810")), Err(Refusal::Full));
 }
 
 #[test]
@@ -127,10 +85,7 @@ fn leave_announces_and_clears_spotlight() {
     let out = rooms.leave(now, 2);
     let to_chair = messages_to(&out, 1);
     assert!(to_chair.contains(&&ServerMessage::Left { participant: 2 }));
-    assert!(to_chair.contains(&&ServerMessage::Room {
-        locked: false,
-        spotlight: None
-    }));
+    assert!(to_chair.contains(&&ServerMessage::Room { locked: false, spotlight: None }));
     assert!(rooms.peers(1).is_empty());
     assert!(rooms.leave(now, 2).is_empty(), "leaving twice is harmless");
 }
@@ -141,10 +96,7 @@ fn chair_mutes_and_stops_camera_and_the_server_stops_forwarding() {
     let mut rooms = meeting(now);
     assert!(rooms.forwards(2, MediaSource::Microphone));
     let out = rooms.act(now, 1, Action::Mute(2));
-    assert!(messages_to(&out, 2).contains(&&ServerMessage::Forced {
-        microphone: false,
-        camera: true
-    }));
+    assert!(messages_to(&out, 2).contains(&&ServerMessage::Forced { microphone: false, camera: true }));
     assert!(!rooms.forwards(2, MediaSource::Microphone));
     assert!(rooms.forwards(2, MediaSource::Camera));
 
@@ -152,15 +104,7 @@ fn chair_mutes_and_stops_camera_and_the_server_stops_forwarding() {
     assert!(!rooms.forwards(2, MediaSource::Camera));
 
     // The participant may switch back on deliberately, as in Jitsi; the chair can remove them.
-    rooms.act(
-        now,
-        2,
-        Action::SelfMedia {
-            microphone: true,
-            camera: true,
-            screen: false,
-        },
-    );
+    rooms.act(now, 2, Action::SelfMedia { microphone: true, camera: true, screen: false });
     assert!(rooms.forwards(2, MediaSource::Microphone));
 }
 
@@ -168,44 +112,25 @@ fn chair_mutes_and_stops_camera_and_the_server_stops_forwarding() {
 fn non_chair_commands_are_refused() {
     let now = Instant::now();
     let mut rooms = meeting(now);
-    for action in [
-        Action::Mute(1),
-        Action::StopCamera(1),
-        Action::Remove(1),
-        Action::Lock(true),
-        Action::Spotlight(Some(2)),
-    ] {
+    for action in
+        [Action::Mute(1), Action::StopCamera(1), Action::Remove(1), Action::Lock(true), Action::Spotlight(Some(2))]
+    {
         let out = rooms.act(now, 2, action);
-        assert_eq!(
-            out,
-            vec![Outgoing::To(2, ServerMessage::refused(Refusal::NotChair))],
-            "{action:?}"
-        );
+        assert_eq!(out, vec![Outgoing::To(2, ServerMessage::refused(Refusal::NotChair))], "{action:?}");
     }
     assert!(rooms.forwards(1, MediaSource::Microphone));
     assert_eq!(rooms.peers(1), vec![2]);
     let out = rooms.act(now, 99, Action::Lock(true));
-    assert_eq!(
-        out,
-        vec![Outgoing::To(99, ServerMessage::refused(Refusal::NotJoined))]
-    );
+    assert_eq!(out, vec![Outgoing::To(99, ServerMessage::refused(Refusal::NotJoined))]);
 }
 
 #[test]
 fn chair_cannot_reach_into_another_room() {
     let now = Instant::now();
     let mut rooms = meeting(now);
-    rooms
-        .join(now, 5, request("hop-khan", "Huyện B", "1111"))
-        .unwrap();
+    rooms.join(now, 5, request("hop-khan", "Huyện B", "1111")).unwrap();
     let out = rooms.act(now, 1, Action::Mute(5));
-    assert_eq!(
-        out,
-        vec![Outgoing::To(
-            1,
-            ServerMessage::refused(Refusal::UnknownParticipant)
-        )]
-    );
+    assert_eq!(out, vec![Outgoing::To(1, ServerMessage::refused(Refusal::UnknownParticipant))]);
     assert!(rooms.forwards(5, MediaSource::Microphone));
     assert!(rooms.peers(5).is_empty());
 }
@@ -225,10 +150,7 @@ fn lock_keeps_newcomers_out_but_lets_the_chair_and_dropped_participants_back() {
     let now = Instant::now();
     let mut rooms = meeting(now);
     rooms.act(now, 1, Action::Lock(true));
-    assert_eq!(
-        rooms.join(now, 3, request("giao-ban", "Huyện B", "246810")),
-        Err(Refusal::Locked)
-    );
+    assert_eq!(rooms.join(now, 3, request("giao-ban", "Huyện B", "246810")), Err(Refusal::Locked));
 
     // Participant 2's network drops; it comes back with its token.
     rooms.leave(now, 2);
@@ -245,13 +167,9 @@ fn lock_keeps_newcomers_out_but_lets_the_chair_and_dropped_participants_back() {
 
     // The chair drops and returns although the room is locked.
     rooms.leave(now, 1);
-    rooms
-        .join(now, 7, request("giao-ban", "UBND tỉnh", "135790"))
-        .unwrap();
+    rooms.join(now, 7, request("giao-ban", "UBND tỉnh", "135790")).unwrap();
     rooms.act(now, 7, Action::Lock(false));
-    rooms
-        .join(now, 8, request("giao-ban", "Huyện B", "246810"))
-        .unwrap();
+    rooms.join(now, 8, request("giao-ban", "Huyện B", "246810")).unwrap();
 }
 
 #[test]
@@ -262,10 +180,7 @@ fn resume_tokens_expire() {
     rooms.leave(now, 2);
     let mut back = request("giao-ban", "Huyện A", "246810");
     back.resume = Some("token-Huyện A-246810".into());
-    assert_eq!(
-        rooms.join(now + RESUME_WINDOW + Duration::from_secs(1), 3, back),
-        Err(Refusal::Locked)
-    );
+    assert_eq!(rooms.join(now + RESUME_WINDOW + Duration::from_secs(1), 3, back), Err(Refusal::Locked));
 }
 
 #[test]
@@ -280,11 +195,7 @@ fn active_speaker_follows_the_loudest_voice() {
         rooms.audio_level(now, 1, 110);
         speakers.extend(rooms.tick(now));
     }
-    assert!(
-        messages_to(&speakers, 1).contains(&&ServerMessage::Speaker {
-            participant: Some(2)
-        })
-    );
+    assert!(messages_to(&speakers, 1).contains(&&ServerMessage::Speaker { participant: Some(2) }));
 
     // The chair starts talking and participant 2 falls silent.
     let mut later = Vec::new();
@@ -293,9 +204,7 @@ fn active_speaker_follows_the_loudest_voice() {
         rooms.audio_level(at, 1, 20);
         later.extend(rooms.tick(at));
     }
-    assert!(messages_to(&later, 2).contains(&&ServerMessage::Speaker {
-        participant: Some(1)
-    }));
+    assert!(messages_to(&later, 2).contains(&&ServerMessage::Speaker { participant: Some(1) }));
 }
 
 #[test]
@@ -314,36 +223,20 @@ fn muted_participant_is_never_the_active_speaker() {
 fn reload_opens_closes_and_changes_pins() {
     let now = Instant::now();
     let mut rooms = meeting(now);
-    rooms
-        .join(now, 5, request("hop-khan", "Huyện B", "1111"))
-        .unwrap();
+    rooms.join(now, 5, request("hop-khan", "Huyện B", "1111")).unwrap();
 
     let mut changed = giao_ban();
     changed.pin = "999999".into();
-    let new_room = RoomConfig {
-        name: "tiep-dan".into(),
-        ..hop_khan()
-    };
+    let new_room = RoomConfig { name: "tiep-dan".into(), ..hop_khan() };
     let out = rooms.reload(now, &[changed, new_room]);
     assert_eq!(out, vec![Outgoing::End(5, EndReason::RoomClosed)]);
     assert!(rooms.room_of(5).is_none());
     // People already in giao-ban stay; the new PIN applies to new joins.
     assert_eq!(rooms.peers(1), vec![2]);
-    assert_eq!(
-        rooms.join(now, 6, request("giao-ban", "Huyện B", "246810")),
-        Err(Refusal::WrongPin)
-    );
-    rooms
-        .join(now, 6, request("giao-ban", "Huyện B", "999999"))
-        .unwrap();
-    rooms
-        .join(now, 7, request("tiep-dan", "Huyện B", "1111"))
-        .unwrap();
-    let names: Vec<String> = rooms
-        .summaries()
-        .into_iter()
-        .map(|summary| summary.name)
-        .collect();
+    assert_eq!(rooms.join(now, 6, request("giao-ban", "Huyện B", "246810")), Err(Refusal::WrongPin));
+    rooms.join(now, 6, request("giao-ban", "Huyện B", "999999")).unwrap();
+    rooms.join(now, 7, request("tiep-dan", "Huyện B", "1111")).unwrap();
+    let names: Vec<String> = rooms.summaries().into_iter().map(|summary| summary.name).collect();
     assert_eq!(names, ["giao-ban", "tiep-dan"]);
 }
 

@@ -2,26 +2,25 @@
 //!
 //! The page's files are compiled into the binary: no CDN, works on a network without internet.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::hub::{HubCommand, OUTBOUND_QUEUE, Outbound};
-use crate::protocol::{
-    ClientMessage, MAX_MESSAGE_BYTES, ParticipantId, ProtocolError, parse_client_message,
-};
+use crate::protocol::{ClientMessage, MAX_MESSAGE_BYTES, ParticipantId, ProtocolError, parse_client_message};
 use crate::room::RoomSummary;
 
 /// Signaling connections at once (each is a task and a small queue).
@@ -42,10 +41,7 @@ pub(crate) struct WebState {
 }
 
 impl WebState {
-    pub fn new(
-        commands: mpsc::Sender<HubCommand>,
-        summaries: Arc<RwLock<Vec<RoomSummary>>>,
-    ) -> Self {
+    pub fn new(commands: mpsc::Sender<HubCommand>, summaries: Arc<RwLock<Vec<RoomSummary>>>) -> Self {
         WebState {
             commands,
             summaries,
@@ -57,49 +53,23 @@ impl WebState {
 
 pub(crate) fn router(state: WebState) -> Router {
     Router::new()
-        .route(
-            "/",
-            get(|| async { page(include_str!("../../web/index.html")) }),
-        )
-        .route(
-            "/r/{room}",
-            get(|| async { page(include_str!("../../web/room.html")) }),
-        )
+        .route("/", get(|| async { page(include_str!("../../web/index.html")) }))
+        .route("/r/{room}", get(|| async { page(include_str!("../../web/room.html")) }))
         .route(
             "/assets/style.css",
-            get(|| async {
-                asset(
-                    "text/css; charset=utf-8",
-                    include_str!("../../web/style.css"),
-                )
-            }),
+            get(|| async { asset("text/css; charset=utf-8", include_str!("../../web/style.css")) }),
         )
         .route(
             "/assets/i18n.js",
-            get(|| async {
-                asset(
-                    "text/javascript; charset=utf-8",
-                    include_str!("../../web/i18n.js"),
-                )
-            }),
+            get(|| async { asset("text/javascript; charset=utf-8", include_str!("../../web/i18n.js")) }),
         )
         .route(
             "/assets/index.js",
-            get(|| async {
-                asset(
-                    "text/javascript; charset=utf-8",
-                    include_str!("../../web/index.js"),
-                )
-            }),
+            get(|| async { asset("text/javascript; charset=utf-8", include_str!("../../web/index.js")) }),
         )
         .route(
             "/assets/room.js",
-            get(|| async {
-                asset(
-                    "text/javascript; charset=utf-8",
-                    include_str!("../../web/room.js"),
-                )
-            }),
+            get(|| async { asset("text/javascript; charset=utf-8", include_str!("../../web/room.js")) }),
         )
         .route("/api/rooms", get(list_rooms))
         .route("/api/rooms/{room}", get(room_details))
@@ -118,78 +88,53 @@ fn page(html: &'static str) -> Response {
              style-src 'self'; script-src 'self'; frame-ancestors 'none'",
         ),
     );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
 async fn list_rooms(State(state): State<WebState>) -> Response {
-    let summaries = state
-        .summaries
-        .read()
-        .map(|rooms| rooms.clone())
-        .unwrap_or_default();
+    let summaries = state.summaries.read().map(|rooms| rooms.clone()).unwrap_or_default();
     axum::Json(summaries).into_response()
 }
 
 async fn room_details(State(state): State<WebState>, Path(room): Path<String>) -> Response {
-    let found = state
-        .summaries
-        .read()
-        .ok()
-        .and_then(|rooms| rooms.iter().find(|summary| summary.name == room).cloned());
+    let found =
+        state.summaries.read().ok().and_then(|rooms| rooms.iter().find(|summary| summary.name == room).cloned());
     match found {
         Some(summary) => axum::Json(summary).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({ "error": "unknown_room" })),
-        )
-            .into_response(),
+        None => (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({ "error": "unknown_room" }))).into_response(),
     }
 }
 
-async fn upgrade(State(state): State<WebState>, upgrade: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(state): State<WebState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
     // Our own cap, MAX_MESSAGE_BYTES, is checked per message with a clear close reason; the
     // library's cap is a backstop against frames far beyond it.
-    upgrade
-        .max_message_size(MAX_MESSAGE_BYTES * 2)
-        .max_frame_size(MAX_MESSAGE_BYTES * 2)
-        .on_upgrade(move |socket| async move {
+    upgrade.max_message_size(MAX_MESSAGE_BYTES * 2).max_frame_size(MAX_MESSAGE_BYTES * 2).on_upgrade(
+        move |socket| async move {
             let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-            serve_socket(socket, id, state.commands).await;
+            serve_socket(socket, id, remote.ip(), state.commands).await;
             drop(permit);
-        })
+        },
+    )
 }
 
 /// Relays one browser's messages to the hub and the hub's messages back.
-async fn serve_socket(socket: WebSocket, id: ParticipantId, commands: mpsc::Sender<HubCommand>) {
+async fn serve_socket(socket: WebSocket, id: ParticipantId, address: IpAddr, commands: mpsc::Sender<HubCommand>) {
     let (outbound, mut from_hub) = mpsc::channel(OUTBOUND_QUEUE);
-    if commands
-        .send(HubCommand::Open { id, outbound })
-        .await
-        .is_err()
-    {
+    if commands.send(HubCommand::Open { id, outbound, address }).await.is_err() {
         return;
     }
     let (mut sink, mut stream) = socket.split();
@@ -247,10 +192,7 @@ async fn serve_socket(socket: WebSocket, id: ParticipantId, commands: mpsc::Send
         while reason.len() > 120 {
             reason.pop();
         }
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
+        let frame = CloseFrame { code, reason: reason.into() };
         let _ = sink.send(Message::Close(Some(frame))).await;
     }
     let _ = sink.close().await;
@@ -271,15 +213,14 @@ pub(crate) async fn serve(
     };
     match tls {
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
         }
         Some(acceptor) => {
-            let listener = TlsListener::start(listener, acceptor, stop);
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            // `tap_io` gives the TLS listener axum's ConnectInfo<SocketAddr> support.
+            let listener = TlsListener::start(listener, acceptor, stop).tap_io(|_| {});
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
         }
     }
 }
@@ -288,21 +229,12 @@ pub(crate) async fn serve(
 /// never holds up the others.
 struct TlsListener {
     local: SocketAddr,
-    ready: mpsc::Receiver<(
-        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-        SocketAddr,
-    )>,
+    ready: mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr)>,
 }
 
 impl TlsListener {
-    fn start(
-        listener: TcpListener,
-        acceptor: TlsAcceptor,
-        mut stop: tokio::sync::watch::Receiver<bool>,
-    ) -> Self {
-        let local = listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    fn start(listener: TcpListener, acceptor: TlsAcceptor, mut stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (sender, ready) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {

@@ -41,6 +41,22 @@ async fn repeated_wrong_pins_close_the_connection() {
 }
 
 #[tokio::test]
+async fn an_address_guessing_pins_is_stopped_across_connections() {
+    let (service, _) = start(ROOMS).await;
+    for _ in 0..4 {
+        let mut socket = connect(&service).await;
+        for _ in 0..5 {
+            assert_eq!(join(&mut socket, "giao-ban", "Huyện A", "000000").await["reason"], "wrong_pin");
+        }
+        closed(&mut socket).await;
+    }
+    // Even the right PIN is refused from this address now.
+    let mut socket = connect(&service).await;
+    assert_eq!(join(&mut socket, "giao-ban", "Huyện A", "246810").await["reason"], "too_many_attempts");
+    service.shutdown().await;
+}
+
+#[tokio::test]
 async fn malformed_and_oversized_messages_close_with_a_reason() {
     let (service, _) = start(ROOMS).await;
     let mut socket = connect(&service).await;
@@ -89,7 +105,10 @@ async fn chair_powers_are_enforced_and_rooms_are_isolated() {
 
     // The chair mutes the district: it is told, and everyone sees it.
     send(&mut chair, json!({"type": "mute", "participant": district_id})).await;
-    assert_eq!(receive_type(&mut district, "forced").await, json!({"type": "forced", "microphone": false, "camera": true}));
+    assert_eq!(
+        receive_type(&mut district, "forced").await,
+        json!({"type": "forced", "microphone": false, "camera": true})
+    );
     let updated = receive_type(&mut chair, "updated").await;
     assert_eq!(updated["participant"]["microphone"], false);
 
@@ -109,7 +128,8 @@ async fn chair_powers_are_enforced_and_rooms_are_isolated() {
     send(&mut other_room, json!({"type": "leave"})).await;
     let mut saw = Vec::new();
     while let Ok(Some(Ok(Message::Text(text)))) =
-        tokio::time::timeout(std::time::Duration::from_millis(300), futures_util::StreamExt::next(&mut other_room)).await
+        tokio::time::timeout(std::time::Duration::from_millis(300), futures_util::StreamExt::next(&mut other_room))
+            .await
     {
         saw.push(text.to_string());
     }

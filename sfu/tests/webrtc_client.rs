@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use serde_json::json;
 use tokio::sync::Mutex;
 use webrtc::media_stream::MediaStreamTrack;
