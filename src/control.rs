@@ -23,7 +23,7 @@ pub fn queue_list(config: &Config) -> anyhow::Result<ExitCode> {
         println!("the queue is empty");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<26} {:>9} {:>8}  {:<32} {}", "ID", "SIZE", "TRIES", "SENDER", "RECIPIENTS / LAST ERROR");
+    println!("{:<26} {:>9} {:>8}  {:<32} RECIPIENTS / LAST ERROR", "ID", "SIZE", "TRIES", "SENDER");
     for entry in &entries {
         let recipients: Vec<&str> = entry["recipients"]
             .as_array()
