@@ -59,7 +59,10 @@ fn check_reports_an_unknown_key_with_its_path() {
     std::fs::write(dir.path().join("typo.toml"), "[mail]\nmax_recipient = 50\n").unwrap();
     let (code, _, stderr) = run_command(dir.path(), &["check", "--config", "typo.toml"], "");
     assert_eq!(code, 2);
-    assert!(stderr.starts_with("typo.toml:2:1: mail.max_recipient: unknown field `max_recipient`, expected one of"), "{stderr}");
+    assert!(
+        stderr.starts_with("typo.toml:2:1: mail.max_recipient: unknown field `max_recipient`, expected one of"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -22,8 +22,18 @@ impl Instance {
     /// Writes `config` to `lienthong.toml` in a fresh directory and runs it; returns once
     /// `/healthz` answers 200.
     pub fn start(config: &str) -> Self {
+        Self::launch(Self::prepare(config), config)
+    }
+
+    /// A fresh directory holding `lienthong.toml`, for tests that add files before starting.
+    pub fn prepare(config: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("lienthong.toml"), config).expect("write config");
+        dir
+    }
+
+    /// Runs `lienthong run --config lienthong.toml` in a directory from [`Instance::prepare`].
+    pub fn launch(dir: tempfile::TempDir, config: &str) -> Self {
         let admin = admin_address(config);
         let child = spawn(dir.path(), &["run", "--config", "lienthong.toml"]);
         Self::ready(child, dir, admin)

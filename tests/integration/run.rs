@@ -116,3 +116,59 @@ fn sighup_changes_what_dns_answers_without_a_restart() {
     assert_eq!(instance.pid(), pid_before);
     assert!(instance.stop().success());
 }
+
+/// The subject alternative names of the certificate the TLS listener at `port` presents.
+fn presented_certificate_names(port: u16) -> String {
+    let mut client = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-servername", "hub.ninhthuan.gov.vn"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl");
+    let mut pem = Vec::new();
+    std::io::Read::read_to_end(client.stdout.as_mut().unwrap(), &mut pem).unwrap();
+    let _ = client.wait();
+    let mut x509 = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl x509");
+    std::io::Write::write_all(x509.stdin.as_mut().unwrap(), &pem).unwrap();
+    drop(x509.stdin.take());
+    String::from_utf8_lossy(&x509.wait_with_output().unwrap().stdout).into_owned()
+}
+
+#[test]
+fn sighup_rereads_the_certificate() {
+    let ports = Ports::new();
+    let base = ports.config(false, true, false).replacen(
+        "state_dir = \"state\"\n",
+        "state_dir = \"state\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n",
+        1,
+    );
+    let write_pair = |dir: &std::path::Path, name: &str| {
+        let pair = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), pair.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), pair.signing_key.serialize_pem()).unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_pair(dir.path(), "first.ninhthuan.gov.vn");
+    // The instance needs the files before it starts: copy them next to its config.
+    let instance = {
+        let staged = Instance::prepare(&base);
+        std::fs::copy(dir.path().join("cert.pem"), staged.path().join("cert.pem")).unwrap();
+        std::fs::copy(dir.path().join("key.pem"), staged.path().join("key.pem")).unwrap();
+        Instance::launch(staged, &base)
+    };
+    assert!(presented_certificate_names(ports.submissions).contains("first.ninhthuan.gov.vn"));
+
+    write_pair(instance.dir.path(), "second.ninhthuan.gov.vn");
+    instance.signal("HUP");
+    wait_until(Duration::from_secs(20), || {
+        presented_certificate_names(ports.submissions).contains("second.ninhthuan.gov.vn")
+    })
+    .unwrap_or_else(|_| panic!("the renewed certificate was not presented after SIGHUP:\n{}", instance.stderr()));
+    assert!(instance.stop().success());
+}
