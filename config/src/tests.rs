@@ -209,8 +209,14 @@ fn secrets_stay_out_of_debug_output() {
 #[test]
 fn dns_numeric_settings_out_of_range_are_errors() {
     assert_error("[dns]\nrate_limit = -1\n", "t.toml:2:14: dns.rate_limit: -1 is out of range (expected 0 to 1000000)");
-    assert_error("[dns]\ntcp_max_connections = 0\n", "t.toml:2:23: dns.tcp_max_connections: 0 is out of range (expected 1 to 100000)");
-    assert_error("[dns]\ntcp_idle_seconds = 7200\n", "t.toml:2:20: dns.tcp_idle_seconds: 7200 is out of range (expected 1 to 3600)");
+    assert_error(
+        "[dns]\ntcp_max_connections = 0\n",
+        "t.toml:2:23: dns.tcp_max_connections: 0 is out of range (expected 1 to 100000)",
+    );
+    assert_error(
+        "[dns]\ntcp_idle_seconds = 7200\n",
+        "t.toml:2:20: dns.tcp_idle_seconds: 7200 is out of range (expected 1 to 3600)",
+    );
     assert_error("[dns]\nrate_limit_exempt = [\"10.0.0.0/33\"]\n", "t.toml:2:22: dns.rate_limit_exempt[0]:");
     assert_error(
         "[[dns.zone]]\nname = \"a.vn\"\nsecondaries = [\"10.0.0.1:port\"]\n",
