@@ -281,7 +281,10 @@ impl Hub {
         let routed =
             self.routes.get(&key).copied().filter(|id| self.peers.get(id).is_some_and(|peer| peer.rtc.accepts(&input)));
         let target = routed.or_else(|| self.peers.values().find(|peer| peer.rtc.accepts(&input)).map(|peer| peer.id));
-        let Some(id) = target else { return };
+        let Some(id) = target else {
+            tracing::trace!(proto = ?datagram.proto, source = %datagram.source, "no session accepts this datagram");
+            return;
+        };
         self.routes.insert(key, id);
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.handle_input(input);

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use rtc::ice::network_type::NetworkType;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use serde_json::json;
@@ -18,7 +19,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCSessionDescription, Registry, register_default_interceptors,
+    RTCIceCandidateInit, RTCSessionDescription, Registry, SettingEngineBuilder, register_default_interceptors,
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
@@ -47,21 +48,39 @@ impl PeerConnectionEventHandler for Receiver {
     }
 }
 
-async fn peer_connection(handler: Arc<dyn PeerConnectionEventHandler>) -> Arc<dyn PeerConnection> {
+/// How a test client reaches the media port.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    /// ICE-TCP only, as on a network whose firewall blocks UDP.
+    TcpOnly,
+}
+
+async fn peer_connection(
+    handler: Arc<dyn PeerConnectionEventHandler>,
+    transport: Transport,
+) -> Arc<dyn PeerConnection> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs().expect("codecs");
     let registry = register_default_interceptors(Registry::new(), &mut media_engine).expect("interceptors");
     // No ICE servers: nothing but loopback host candidates, as on a network without internet.
     let configuration = RTCConfigurationBuilder::new().build();
-    let connection = PeerConnectionBuilder::new()
+    let builder = PeerConnectionBuilder::new()
         .with_configuration(configuration)
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
-        .with_handler(handler)
-        .with_udp_addrs(vec!["127.0.0.1:0"])
-        .build()
-        .await
-        .expect("peer connection");
+        .with_handler(handler);
+    let builder = match transport {
+        Transport::Udp => builder.with_udp_addrs(vec!["127.0.0.1:0".to_owned()]),
+        Transport::TcpOnly => {
+            let settings = SettingEngineBuilder::new().with_network_types(vec![NetworkType::Tcp4]).build();
+            builder
+                .with_setting_engine(settings)
+                .with_tcp_addrs(vec!["127.0.0.1:0".to_owned()])
+                .with_udp_addrs(Vec::<String>::new())
+        }
+    };
+    let connection = builder.build().await.expect("peer connection");
     Arc::new(connection)
 }
 
@@ -74,6 +93,17 @@ async fn offer(socket: &mut Socket, connection: &Arc<dyn PeerConnection>) -> Str
     let answer = receive_type(socket, "answer").await;
     let answer = answer["sdp"].as_str().expect("answer SDP").to_owned();
     connection.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap()).await.expect("answer");
+    // webrtc-rs opens ICE-TCP connections only to passive candidates given through
+    // add_ice_candidate, not to those in the SDP (browsers use both), so hand them over.
+    for line in answer.lines().filter(|line| line.starts_with("a=candidate:") && line.contains(" tcp ")) {
+        let candidate = RTCIceCandidateInit {
+            candidate: line.trim_start_matches("a=").to_owned(),
+            sdp_mid: Some("0".to_owned()),
+            sdp_mline_index: Some(0),
+            ..Default::default()
+        };
+        connection.add_ice_candidate(candidate).await.expect("TCP candidate");
+    }
     answer
 }
 
@@ -100,12 +130,21 @@ fn opus_payload_type(sdp: &str) -> u8 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webrtc_rs_client_publishes_and_another_receives_through_the_sfu() {
+    publish_and_receive(Transport::Udp, Transport::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_flows_over_ice_tcp_when_udp_is_blocked() {
+    publish_and_receive(Transport::TcpOnly, Transport::TcpOnly).await;
+}
+
+async fn publish_and_receive(publisher_transport: Transport, receiver_transport: Transport) {
     let (service, _) = start(ROOMS).await;
 
     // Publisher: Huyện A sends Opus packets.
     let mut publisher_socket = connect(&service).await;
     assert_eq!(join(&mut publisher_socket, "giao-ban", "Huyện A", "246810").await["type"], "welcome");
-    let publisher = peer_connection(Arc::new(Receiver::default())).await;
+    let publisher = peer_connection(Arc::new(Receiver::default()), publisher_transport).await;
     let ssrc = 0x4c54_0001;
     let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "huyen-a".to_owned(),
@@ -133,7 +172,7 @@ async fn a_webrtc_rs_client_publishes_and_another_receives_through_the_sfu() {
     let welcome = join(&mut receiver_socket, "giao-ban", "UBND tỉnh", "135790").await;
     assert_eq!(welcome["participants"][0]["site"], "Huyện A");
     let receiver = Receiver::default();
-    let receiving = peer_connection(Arc::new(receiver.clone())).await;
+    let receiving = peer_connection(Arc::new(receiver.clone()), receiver_transport).await;
     let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() };
     receiving.add_transceiver_from_kind(RtpCodecKind::Audio, Some(init)).await.expect("transceiver");
     offer(&mut receiver_socket, &receiving).await;

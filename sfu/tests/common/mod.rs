@@ -76,6 +76,11 @@ media_port = {media_port}
 }
 
 pub async fn start(rooms: &str) -> (ConferenceService, u16) {
+    // RUST_LOG=lienthong_sfu=debug shows the service's log when a test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let media_port = free_port();
     let service = ConferenceService::start(config(rooms, media_port), Arc::new(NoCertificate)).await.expect("start");
     (service, media_port)
