@@ -6,6 +6,8 @@
 //! [`catalog::Catalog`]; the hot path answers from precomputed wire bytes ([`index`]). The
 //! drivers in `server` do the socket work; a reload builds a new catalog and swaps it in.
 
+#[cfg(target_os = "linux")]
+mod batch;
 pub mod catalog;
 pub mod derived;
 pub mod engine;

@@ -105,54 +105,116 @@ pub fn bind_tcp(address: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::from_std(socket.into()).map_err(bind_error)
 }
 
-/// One UDP worker: receive, answer, send, until shutdown.
+/// One UDP worker: receive, answer, send, until shutdown. Batched system calls on Linux.
 pub fn udp_worker(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
-    let mut buffer = [0u8; 4096];
-    let mut out = Vec::with_capacity(4096);
-    let mut generation = shared.generation.load(Ordering::Acquire);
-    let mut catalog = shared.current();
-    let mut limiter = RateLimiter::default();
-    let started = Instant::now();
-    while !shared.stopping.load(Ordering::Relaxed) {
-        let (length, peer) = match socket.recv_from(&mut buffer) {
-            Ok(received) => received,
-            Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
-            Err(error) => {
-                // ICMP errors from earlier sends surface here on Linux; they are not ours to fix.
-                tracing::trace!(%error, "udp receive");
-                continue;
+    let mut worker = UdpWorker::new(socket.clone(), shared.clone());
+    #[cfg(target_os = "linux")]
+    {
+        use crate::batch::{BATCH, Batch};
+        let mut batch = Batch::new();
+        let mut answers: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1536)).collect();
+        let mut send = [false; BATCH];
+        while !shared.stopping.load(Ordering::Relaxed) {
+            let count = match batch.receive(&socket) {
+                Ok(count) => count,
+                Err(error) => {
+                    trace_receive_error(&error);
+                    continue;
+                }
+            };
+            worker.refresh();
+            for (index, (answer, send)) in answers.iter_mut().zip(send.iter_mut()).enumerate().take(count) {
+                let (packet, peer) = batch.datagram(index);
+                *send = peer.is_some_and(|peer| worker.answer(packet, peer, answer));
             }
-        };
-        let current_generation = shared.generation.load(Ordering::Acquire);
-        if current_generation != generation {
-            generation = current_generation;
-            catalog = shared.current();
+            let outgoing: [Option<&[u8]>; BATCH] =
+                std::array::from_fn(|index| (index < count && send[index]).then(|| answers[index].as_slice()));
+            batch.send(&socket, &outgoing);
         }
-        let outcome = engine::handle(&catalog, &buffer[..length], peer.ip(), Transport::Udp, &mut out);
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let mut buffer = [0u8; 4096];
+        let mut out = Vec::with_capacity(1536);
+        while !shared.stopping.load(Ordering::Relaxed) {
+            let (length, peer) = match socket.recv_from(&mut buffer) {
+                Ok(received) => received,
+                Err(error) => {
+                    trace_receive_error(&error);
+                    continue;
+                }
+            };
+            worker.refresh();
+            if worker.answer(&buffer[..length], peer, &mut out) {
+                let _ = socket.send_to(&out, peer);
+            }
+        }
+    }
+}
+
+fn trace_receive_error(error: &std::io::Error) {
+    // Timeouts let the loop notice shutdown; ICMP errors from earlier sends surface here on
+    // Linux and are not ours to fix.
+    if !matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) {
+        tracing::trace!(%error, "udp receive");
+    }
+}
+
+/// A UDP worker's own state: its view of the catalog and its rate limiter.
+struct UdpWorker {
+    socket: Arc<UdpSocket>,
+    shared: Arc<Shared>,
+    generation: u64,
+    catalog: Arc<Catalog>,
+    limiter: RateLimiter,
+    started: Instant,
+}
+
+impl UdpWorker {
+    fn new(socket: Arc<UdpSocket>, shared: Arc<Shared>) -> UdpWorker {
+        let generation = shared.generation.load(Ordering::Acquire);
+        let catalog = shared.current();
+        UdpWorker { socket, shared, generation, catalog, limiter: RateLimiter::default(), started: Instant::now() }
+    }
+
+    /// Picks up a reloaded catalog (one atomic load when nothing changed).
+    fn refresh(&mut self) {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        if generation != self.generation {
+            self.generation = generation;
+            self.catalog = self.shared.current();
+        }
+    }
+
+    /// Answers one datagram into `out`; true when `out` is to be sent now. Forwarded
+    /// queries not in the cache are answered later by a task.
+    fn answer(&mut self, packet: &[u8], peer: SocketAddr, out: &mut Vec<u8>) -> bool {
+        let shared = &self.shared;
+        let outcome = engine::handle(&self.catalog, packet, peer.ip(), Transport::Udp, out);
         shared.stats.query(outcome.qtype);
         match outcome.action {
             Action::Reply => {
-                let policy = &catalog.policy;
-                match limiter.check(peer.ip(), policy.rate_limit, &policy.rate_limit_exempt, started.elapsed().as_secs()) {
+                let policy = &self.catalog.policy;
+                let now = self.started.elapsed().as_secs();
+                match self.limiter.check(peer.ip(), policy.rate_limit, &policy.rate_limit_exempt, now) {
                     Verdict::Send => {}
-                    Verdict::Slip => wire::slip(&mut out),
+                    Verdict::Slip => wire::slip(out),
                     Verdict::Drop => {
                         shared.stats.rate_limited.increment(1);
-                        continue;
+                        return false;
                     }
                 }
                 shared.stats.response(outcome.rcode, outcome.truncated);
-                let _ = socket.send_to(&out, peer);
+                true
             }
-            Action::Drop | Action::Transfer(_) => {}
+            Action::Drop | Action::Transfer(_) => false,
             Action::Forward(request) => {
                 shared.stats.forwarded.increment(1);
-                if let Some(truncated) = shared.forwarder.answer_from_cache(&request, Instant::now(), &mut out) {
-                    shared.stats.response(wire::rcode_of(&out), truncated);
-                    let _ = socket.send_to(&out, peer);
-                    continue;
+                if let Some(truncated) = shared.forwarder.answer_from_cache(&request, Instant::now(), out) {
+                    shared.stats.response(wire::rcode_of(out), truncated);
+                    return true;
                 }
-                let socket = socket.clone();
+                let socket = self.socket.clone();
                 let task_shared = shared.clone();
                 shared.runtime.spawn(async move {
                     let mut answer = Vec::new();
@@ -162,6 +224,7 @@ pub fn udp_worker(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
                         let _ = socket.send_to(&answer, peer);
                     }
                 });
+                false
             }
         }
     }
