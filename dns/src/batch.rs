@@ -51,6 +51,7 @@ impl Batch {
         let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for index in 0..BATCH {
+            // Indexes, not iterators: two arrays and two fields of self are tied together here.
             iovecs[index] = libc::iovec { iov_base: self.buffers[index].as_mut_ptr().cast(), iov_len: QUERY_BUFFER };
             let header = &mut headers[index].msg_hdr;
             header.msg_name = std::ptr::from_mut(&mut self.addresses[index]).cast();
@@ -62,16 +63,22 @@ impl Batch {
         // `self.addresses`, all alive and unaliased for the duration of the call; the lengths
         // given are the real sizes of those buffers.
         let received = unsafe {
-            libc::recvmmsg(socket.as_raw_fd(), headers.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut())
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
         };
         if received < 0 {
             self.count = 0;
             return Err(io::Error::last_os_error());
         }
         self.count = received as usize;
-        for index in 0..self.count {
-            self.lengths[index] = (headers[index].msg_len as usize).min(QUERY_BUFFER);
-            self.address_lengths[index] = headers[index].msg_hdr.msg_namelen;
+        for (index, header) in headers.iter().enumerate().take(self.count) {
+            self.lengths[index] = (header.msg_len as usize).min(QUERY_BUFFER);
+            self.address_lengths[index] = header.msg_hdr.msg_namelen;
         }
         Ok(self.count)
     }
@@ -128,7 +135,12 @@ fn socket_address(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
             // SAFETY: the kernel wrote a sockaddr_in6 (family AF_INET6), which fits in storage.
             let address: &libc::sockaddr_in6 = unsafe { &*std::ptr::from_ref(storage).cast() };
             let ip = Ipv6Addr::from(address.sin6_addr.s6_addr);
-            Some(SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(address.sin6_port), address.sin6_flowinfo, address.sin6_scope_id)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(address.sin6_port),
+                address.sin6_flowinfo,
+                address.sin6_scope_id,
+            )))
         }
         _ => None,
     }

@@ -52,8 +52,12 @@ pub struct Policy {
 
 impl Policy {
     pub fn from_config(config: &Config) -> Policy {
-        let mut forward_zones: Vec<(Name, Arc<[SocketAddr]>)> =
-            config.dns.forward.iter().map(|forward| (absolute(forward.zone.as_str()), forward.to.clone().into())).collect();
+        let mut forward_zones: Vec<(Name, Arc<[SocketAddr]>)> = config
+            .dns
+            .forward
+            .iter()
+            .map(|forward| (absolute(forward.zone.as_str()), forward.to.clone().into()))
+            .collect();
         forward_zones.sort_by_key(|(zone, _)| std::cmp::Reverse(zone.num_labels()));
         Policy {
             recursion_from: config.dns.recursion_from.clone(),
@@ -69,7 +73,8 @@ impl Policy {
         if !self.recursion_from.iter().any(|network| network.contains(&client)) {
             return None;
         }
-        let chosen = self.forward_zones.iter().find(|(zone, _)| zone.zone_of(name)).map_or(&self.forwarders, |(_, to)| to);
+        let chosen =
+            self.forward_zones.iter().find(|(zone, _)| zone.zone_of(name)).map_or(&self.forwarders, |(_, to)| to);
         if chosen.is_empty() { None } else { Some(chosen.clone()) }
     }
 }
@@ -77,7 +82,12 @@ impl Policy {
 impl Catalog {
     /// Loads every zone of `config`. `now` (unix seconds) feeds new serials; `serials` is the
     /// serial memory (updated in place; the caller saves it).
-    pub fn build(config: &Config, published: &[String], serials: &mut Serials, now: u64) -> Result<Catalog, Vec<String>> {
+    pub fn build(
+        config: &Config,
+        published: &[String],
+        serials: &mut Serials,
+        now: u64,
+    ) -> Result<Catalog, Vec<String>> {
         let published_records = parse_published(published);
         let derived_records = derived::records(config);
         let mut errors = Vec::new();
@@ -170,7 +180,12 @@ fn parse_published(published: &[String]) -> Vec<Record> {
 
 /// Operator records (file, then inline), then published and derived ones where the operator
 /// has no record of that name and type, then the SOA and NS if the operator gave none.
-fn load_zone(config: &Config, position: usize, published: &[Record], derived: &[Record]) -> Result<Vec<Record>, Vec<String>> {
+fn load_zone(
+    config: &Config,
+    position: usize,
+    published: &[Record],
+    derived: &[Record],
+) -> Result<Vec<Record>, Vec<String>> {
     let zone_config = &config.dns.zones[position];
     let apex = absolute(zone_config.name.as_str());
     let path = format!("dns.zone[{position}]");
@@ -180,22 +195,25 @@ fn load_zone(config: &Config, position: usize, published: &[Record], derived: &[
         let shown = file.display();
         match std::fs::read_to_string(file) {
             Err(error) => errors.push(format!("{shown}:1:1: {path}.file: cannot read the zone file: {error}")),
-            Ok(text) => match zonefile::parse(&text, &apex, &apex, DERIVED_TTL) {
-                Ok(mut records) => operator.append(&mut records),
-                Err(found) => errors.extend(
-                    found.into_iter().map(|error| format!("{shown}:{}:{}: {path}.file: {}", error.line, error.column, error.message)),
-                ),
-            },
+            Ok(text) => {
+                match zonefile::parse(&text, &apex, &apex, DERIVED_TTL) {
+                    Ok(mut records) => operator.append(&mut records),
+                    Err(found) => errors.extend(found.into_iter().map(|error| {
+                        format!("{shown}:{}:{}: {path}.file: {}", error.line, error.column, error.message)
+                    })),
+                }
+            }
         }
     }
     for (index, inline) in zone_config.records.iter().enumerate() {
         match zonefile::parse(&inline.text, &apex, &apex, DERIVED_TTL) {
             Ok(mut records) => operator.append(&mut records),
-            Err(found) => errors.extend(
-                found
-                    .into_iter()
-                    .map(|error| format!("{}: {path}.records[{index}]: {} (at column {} of the record)", inline.location, error.message, error.column)),
-            ),
+            Err(found) => errors.extend(found.into_iter().map(|error| {
+                format!(
+                    "{}: {path}.records[{index}]: {} (at column {} of the record)",
+                    inline.location, error.message, error.column
+                )
+            })),
         }
     }
     let mut owner_types: HashSet<(Name, RecordType)> = HashSet::new();
@@ -205,25 +223,41 @@ fn load_zone(config: &Config, position: usize, published: &[Record], derived: &[
         if record.record_type() == RecordType::SOA {
             soa_count += 1;
             if record.name != apex {
-                errors.push(format!("{}: {path}: an SOA record for `{}` is not at the zone apex `{apex}`", where_is(zone_config), record.name));
+                errors.push(format!(
+                    "{}: {path}: an SOA record for `{}` is not at the zone apex `{apex}`",
+                    where_is(zone_config),
+                    record.name
+                ));
             }
         }
     }
     if soa_count > 1 {
-        errors.push(format!("{}: {path}: the zone has {soa_count} SOA records (expected at most one)", where_is(zone_config)));
+        errors.push(format!(
+            "{}: {path}: the zone has {soa_count} SOA records (expected at most one)",
+            where_is(zone_config)
+        ));
     }
-    let cname_owners: HashSet<Name> =
-        owner_types.iter().filter(|(_, record_type)| *record_type == RecordType::CNAME).map(|(name, _)| name.clone()).collect();
+    let cname_owners: HashSet<Name> = owner_types
+        .iter()
+        .filter(|(_, record_type)| *record_type == RecordType::CNAME)
+        .map(|(name, _)| name.clone())
+        .collect();
     for name in &cname_owners {
-        if owner_types.iter().any(|(owner, record_type)| owner == name && *record_type != RecordType::CNAME) || *name == apex {
-            errors.push(format!("{}: {path}: `{name}` has a CNAME and other records (a CNAME must stand alone)", where_is(zone_config)));
+        if owner_types.iter().any(|(owner, record_type)| owner == name && *record_type != RecordType::CNAME)
+            || *name == apex
+        {
+            errors.push(format!(
+                "{}: {path}: `{name}` has a CNAME and other records (a CNAME must stand alone)",
+                where_is(zone_config)
+            ));
         }
     }
     if !errors.is_empty() {
         return Err(errors);
     }
     let mut records = operator;
-    let in_this_zone = |record: &&Record| apex.zone_of(&record.name) && deepest_local_zone(config, &record.name) == Some(position);
+    let in_this_zone =
+        |record: &&Record| apex.zone_of(&record.name) && deepest_local_zone(config, &record.name) == Some(position);
     // The operator's sets win over published ones, which win over derived ones.
     let mut taken = owner_types;
     for source in [published, derived] {
@@ -240,7 +274,10 @@ fn load_zone(config: &Config, position: usize, published: &[Record], derived: &[
     }
     let hostname = absolute(config.server.hostname.as_str());
     if soa_count == 0 {
-        let mailbox = Name::from_ascii("hostmaster").ok().and_then(|label| label.append_domain(&apex).ok()).unwrap_or_else(Name::root);
+        let mailbox = Name::from_ascii("hostmaster")
+            .ok()
+            .and_then(|label| label.append_domain(&apex).ok())
+            .unwrap_or_else(Name::root);
         let soa = SOA::new(hostname.clone(), mailbox, 0, 3600, 600, 1_209_600, 300);
         records.push(Record::from_rdata(apex.clone(), DERIVED_TTL, RData::SOA(soa)));
     }

@@ -53,9 +53,14 @@ pub fn records(config: &Config) -> Vec<Record> {
                 let policy = "v=DMARC1; p=quarantine; adkim=r; aspf=r".to_owned();
                 records.push(Record::from_rdata(dmarc, DERIVED_TTL, RData::TXT(TXT::new(vec![policy]))));
             }
-            let services = [("_submission._tcp", config.mail.submission_listen), ("_submissions._tcp", config.mail.submissions_listen)];
+            let services = [
+                ("_submission._tcp", config.mail.submission_listen),
+                ("_submissions._tcp", config.mail.submissions_listen),
+            ];
             for (service, listen) in services {
-                let (Some(listen), Some(owner)) = (listen, name(&format!("{service}.{}", domain.name))) else { continue };
+                let (Some(listen), Some(owner)) = (listen, name(&format!("{service}.{}", domain.name))) else {
+                    continue;
+                };
                 let data = RData::SRV(SRV::new(0, 1, listen.port(), mail_host.clone()));
                 records.push(Record::from_rdata(owner, DERIVED_TTL, data));
             }

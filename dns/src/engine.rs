@@ -9,8 +9,8 @@ use hickory_proto::rr::{Name, RecordType};
 use crate::catalog::{self, Catalog};
 use crate::index::{Lookup, needs_general_path};
 use crate::wire::{
-    self, FLAG_AA, Malformed, Query, RCODE_BADVERS, RCODE_FORMERR, RCODE_NOTAUTH, RCODE_NOTIMP, RCODE_NXDOMAIN, RCODE_REFUSED,
-    RCODE_SERVFAIL,
+    self, FLAG_AA, Malformed, Query, RCODE_BADVERS, RCODE_FORMERR, RCODE_NOTAUTH, RCODE_NOTIMP, RCODE_NXDOMAIN,
+    RCODE_REFUSED, RCODE_SERVFAIL,
 };
 use crate::zone::{ResponseCodeValue, Zone};
 
@@ -126,8 +126,14 @@ pub fn handle(catalog: &Catalog, packet: &[u8], client: IpAddr, transport: Trans
             if resolution.rcode == ResponseCodeValue::NameError {
                 flags |= RCODE_NXDOMAIN;
             }
-            let prepared =
-                wire::prepare(&name, record_type, flags, &resolution.answers, &resolution.authorities, &resolution.additionals);
+            let prepared = wire::prepare(
+                &name,
+                record_type,
+                flags,
+                &resolution.answers,
+                &resolution.authorities,
+                &resolution.additionals,
+            );
             match prepared {
                 Some(prepared) => {
                     let truncated = wire::write_answer(out, &query, &prepared, 0, limit);
@@ -138,7 +144,13 @@ pub fn handle(catalog: &Catalog, packet: &[u8], client: IpAddr, transport: Trans
         }
         None => match catalog.policy.upstreams(client, &name) {
             Some(upstreams) => Outcome {
-                action: Action::Forward(ForwardRequest { packet: packet.to_vec(), name, qtype: record_type, upstreams, transport }),
+                action: Action::Forward(ForwardRequest {
+                    packet: packet.to_vec(),
+                    name,
+                    qtype: record_type,
+                    upstreams,
+                    transport,
+                }),
                 qtype,
                 rcode: 0,
                 truncated: false,

@@ -106,7 +106,13 @@ fn cache_ttl(message: &Message) -> Option<u32> {
         return None;
     }
     if rcode == ResponseCode::NoError && !message.answers.is_empty() {
-        return message.answers.iter().chain(&message.authorities).map(|record| record.ttl).min().map(|ttl| ttl.min(MAX_TTL));
+        return message
+            .answers
+            .iter()
+            .chain(&message.authorities)
+            .map(|record| record.ttl)
+            .min()
+            .map(|ttl| ttl.min(MAX_TTL));
     }
     let soa = message.authorities.iter().find_map(|record| match &record.data {
         RData::SOA(soa) => Some(record.ttl.min(soa.minimum)),
@@ -245,5 +251,7 @@ async fn ask_tcp(mut stream: TcpStream, bytes: &[u8], id: u16, name: &Name, qtyp
 }
 
 fn matches_question(response: &Message, name: &Name, qtype: RecordType) -> bool {
-    response.queries.len() == 1 && response.queries[0].name().to_lowercase() == *name && response.queries[0].query_type() == qtype
+    response.queries.len() == 1
+        && response.queries[0].name().to_lowercase() == *name
+        && response.queries[0].query_type() == qtype
 }

@@ -86,7 +86,14 @@ impl Index {
                     if resolution.rcode == ResponseCodeValue::NameError {
                         flags |= RCODE_NXDOMAIN;
                     }
-                    wire::prepare(name, qtype, flags, &resolution.answers, &resolution.authorities, &resolution.additionals)
+                    wire::prepare(
+                        name,
+                        qtype,
+                        flags,
+                        &resolution.answers,
+                        &resolution.authorities,
+                        &resolution.additionals,
+                    )
                 };
                 let Some(default) = prepare(ABSENT_TYPE) else { continue };
                 let answers = types
@@ -124,7 +131,10 @@ impl Index {
 
 impl Entry {
     pub fn prepared(&self, qtype: u16) -> &Prepared {
-        self.answers.iter().find(|(answer_type, _)| *answer_type == qtype).map_or(&self.default, |(_, prepared)| prepared)
+        self.answers
+            .iter()
+            .find(|(answer_type, _)| *answer_type == qtype)
+            .map_or(&self.default, |(_, prepared)| prepared)
     }
 }
 

@@ -155,7 +155,10 @@ pub fn udp_worker(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
 fn trace_receive_error(error: &std::io::Error) {
     // Timeouts let the loop notice shutdown; ICMP errors from earlier sends surface here on
     // Linux and are not ours to fix.
-    if !matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) {
+    if !matches!(
+        error.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+    ) {
         tracing::trace!(%error, "udp receive");
     }
 }
@@ -264,7 +267,13 @@ pub async fn tcp_acceptor(
 }
 
 /// One TCP connection: length-prefixed queries, answered in order.
-async fn tcp_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, idle: Duration, mut shutdown: watch::Receiver<bool>) {
+async fn tcp_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
     let mut out = Vec::new();

@@ -37,9 +37,15 @@ pub struct Stats {
 impl Stats {
     pub fn new() -> Stats {
         Stats {
-            by_type: TYPES.iter().map(|(_, name)| metrics::counter!("lienthong_dns_queries_total", "type" => *name)).collect(),
+            by_type: TYPES
+                .iter()
+                .map(|(_, name)| metrics::counter!("lienthong_dns_queries_total", "type" => *name))
+                .collect(),
             other_type: metrics::counter!("lienthong_dns_queries_total", "type" => "other"),
-            by_rcode: RCODES.iter().map(|(_, name)| metrics::counter!("lienthong_dns_responses_total", "rcode" => *name)).collect(),
+            by_rcode: RCODES
+                .iter()
+                .map(|(_, name)| metrics::counter!("lienthong_dns_responses_total", "rcode" => *name))
+                .collect(),
             other_rcode: metrics::counter!("lienthong_dns_responses_total", "rcode" => "other"),
             truncated: metrics::counter!("lienthong_dns_truncated_total"),
             refused: metrics::counter!("lienthong_dns_refused_total"),

@@ -102,7 +102,8 @@ impl<'a> Query<'a> {
         let mut position = end;
         let mut edns = None;
         for _ in 0..additionals {
-            let (record_type, class, ttl, rdata_start, rdata_end) = read_record(packet, position).ok_or(format_error)?;
+            let (record_type, class, ttl, rdata_start, rdata_end) =
+                read_record(packet, position).ok_or(format_error)?;
             if record_type == u16::from(RecordType::OPT) {
                 if edns.is_some() || packet[position] != 0 {
                     return Err(format_error);
@@ -213,7 +214,14 @@ fn read_record(packet: &[u8], mut position: usize) -> Option<(u16, u16, u32, usi
 
 /// Encodes sections after a question of `qname`/`qtype` (both as the query has them, `qname`
 /// lowercase). `None` when hickory cannot encode them (e.g. over 64 KiB).
-pub fn prepare(qname: &Name, qtype: RecordType, flags: u16, answers: &[Record], authorities: &[Record], additionals: &[Record]) -> Option<Prepared> {
+pub fn prepare(
+    qname: &Name,
+    qtype: RecordType,
+    flags: u16,
+    answers: &[Record],
+    authorities: &[Record],
+    additionals: &[Record],
+) -> Option<Prepared> {
     let mut message = Message::new(0, MessageType::Response, OpCode::Query);
     message.add_query(HickoryQuery::query(qname.clone(), qtype));
     message.add_answers(answers.iter().cloned());
@@ -282,17 +290,32 @@ pub fn write_answer(out: &mut Vec<u8>, query: &Query<'_>, prepared: &Prepared, e
 
 /// NXDOMAIN with the zone's SOA: `soa_tail` is the SOA record after its owner name, and the
 /// owner is a pointer to the apex inside the echoed QNAME (`apex_length` bytes at its end).
-pub fn write_name_error(out: &mut Vec<u8>, query: &Query<'_>, apex_length: usize, soa_tail: &[u8], limit: usize) -> bool {
+pub fn write_name_error(
+    out: &mut Vec<u8>,
+    query: &Query<'_>,
+    apex_length: usize,
+    soa_tail: &[u8],
+    limit: usize,
+) -> bool {
     let pointer = 0xC000 | (12 + query.name_length - apex_length) as u16;
     let mut body = Vec::with_capacity(2 + soa_tail.len());
     body.extend_from_slice(&pointer.to_be_bytes());
     body.extend_from_slice(soa_tail);
-    let prepared = Prepared { flags: FLAG_AA | RCODE_NXDOMAIN, answers: 0, authorities: 1, additionals: 0, body: body.into() };
+    let prepared =
+        Prepared { flags: FLAG_AA | RCODE_NXDOMAIN, answers: 0, authorities: 1, additionals: 0, body: body.into() };
     write_answer(out, query, &prepared, 0, limit)
 }
 
 /// An answer with only a header, the question (when readable) and OPT: errors and REFUSED.
-pub fn write_error(out: &mut Vec<u8>, packet: &[u8], id: u16, query_flags: u16, question_end: Option<usize>, rcode: u16, edns: bool) {
+pub fn write_error(
+    out: &mut Vec<u8>,
+    packet: &[u8],
+    id: u16,
+    query_flags: u16,
+    question_end: Option<usize>,
+    rcode: u16,
+    edns: bool,
+) {
     out.clear();
     let flags = response_flags(query_flags, rcode & 0xF);
     let question = question_end.and_then(|end| packet.get(12..end));

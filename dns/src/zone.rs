@@ -238,7 +238,8 @@ impl Zone {
         let mut records = vec![self.soa.clone()];
         for name in names {
             for records_of_type in self.nodes[name].rrsets.values() {
-                records.extend(records_of_type.iter().filter(|record| record.record_type() != RecordType::SOA).cloned());
+                records
+                    .extend(records_of_type.iter().filter(|record| record.record_type() != RecordType::SOA).cloned());
             }
         }
         records

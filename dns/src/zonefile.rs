@@ -116,7 +116,11 @@ fn entries(text: &str, errors: &mut Vec<ZoneError>) -> Vec<Entry> {
                         text.push(inner);
                     }
                     if !closed {
-                        errors.push(ZoneError { line: line_number, column, message: "unterminated quoted string".into() });
+                        errors.push(ZoneError {
+                            line: line_number,
+                            column,
+                            message: "unterminated quoted string".into(),
+                        });
                     }
                     entry.tokens.push(Token { text, line: line_number, column, quoted: true });
                 }
@@ -276,12 +280,18 @@ impl Parser {
                 return Err(error_at(at, format!("{record_type} needs {shape}")));
             }
             if data.len() > count {
-                return Err(error_at(&data[count], format!("unexpected `{}` ({record_type} takes {shape})", data[count].text)));
+                return Err(error_at(
+                    &data[count],
+                    format!("unexpected `{}` ({record_type} takes {shape})", data[count].text),
+                ));
             }
             Ok(())
         };
         let number = |token: &Token| -> Result<u16, ZoneError> {
-            token.text.parse::<u16>().map_err(|_| error_at(token, format!("`{}` is not a number from 0 to 65535", token.text)))
+            token
+                .text
+                .parse::<u16>()
+                .map_err(|_| error_at(token, format!("`{}` is not a number from 0 to 65535", token.text)))
         };
         Ok(match record_type {
             RecordType::A => {
@@ -341,7 +351,10 @@ impl Parser {
                 for token in data {
                     let bytes = unescape(token)?;
                     if bytes.len() > 255 {
-                        return Err(error_at(token, "a TXT string is longer than 255 bytes (split it into several quoted strings)"));
+                        return Err(error_at(
+                            token,
+                            "a TXT string is longer than 255 bytes (split it into several quoted strings)",
+                        ));
                     }
                     strings.push(bytes);
                 }
@@ -381,7 +394,8 @@ fn unescape(token: &Token) -> Result<Vec<u8>, ZoneError> {
         if bytes[index] == b'\\' && index + 1 < bytes.len() {
             let digits = &bytes[index + 1..bytes.len().min(index + 4)];
             if digits.len() == 3 && digits.iter().all(u8::is_ascii_digit) {
-                let value = (digits[0] - b'0') as u32 * 100 + (digits[1] - b'0') as u32 * 10 + (digits[2] - b'0') as u32;
+                let value =
+                    (digits[0] - b'0') as u32 * 100 + (digits[1] - b'0') as u32 * 10 + (digits[2] - b'0') as u32;
                 let value = u8::try_from(value).map_err(|_| error_at(token, "escape \\DDD above 255"))?;
                 result.push(value);
                 index += 4;
@@ -429,8 +443,13 @@ mod tests {
 
     #[test]
     fn reports_line_and_column() {
-        let errors = parse("ok A 10.0.0.1\nbad A 10.0.0.300\nx 300 IN HINFO a b\nfar.example.com. A 1.2.3.4\n", &zone(), &zone(), 60)
-            .unwrap_err();
+        let errors = parse(
+            "ok A 10.0.0.1\nbad A 10.0.0.300\nx 300 IN HINFO a b\nfar.example.com. A 1.2.3.4\n",
+            &zone(),
+            &zone(),
+            60,
+        )
+        .unwrap_err();
         let rendered: Vec<String> = errors.iter().map(|e| format!("{}:{}: {}", e.line, e.column, e.message)).collect();
         assert_eq!(
             rendered,

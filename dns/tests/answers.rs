@@ -111,14 +111,18 @@ fn delegations_refer_with_glue() {
 #[test]
 fn edns_is_echoed_and_its_payload_decides_truncation() {
     let (_directory, catalog) = fixture();
-    let plain = ask_packet(&catalog, &query("big.ninhthuan.gov.vn.", RecordType::TXT, None), "127.0.0.1", Transport::Udp).unwrap();
+    let plain =
+        ask_packet(&catalog, &query("big.ninhthuan.gov.vn.", RecordType::TXT, None), "127.0.0.1", Transport::Udp)
+            .unwrap();
     assert!(plain.metadata.truncation && plain.answers.is_empty() && plain.edns.is_none());
-    let edns = ask_packet(&catalog, &query("big.ninhthuan.gov.vn.", RecordType::TXT, Some(4096)), "127.0.0.1", Transport::Udp)
-        .unwrap();
+    let edns =
+        ask_packet(&catalog, &query("big.ninhthuan.gov.vn.", RecordType::TXT, Some(4096)), "127.0.0.1", Transport::Udp)
+            .unwrap();
     assert!(!edns.metadata.truncation);
     assert_eq!(edns.answers.len(), 1);
     assert_eq!(edns.edns.as_ref().map(|edns| edns.max_payload()), Some(1232));
-    let tcp = ask_packet(&catalog, &query("big.ninhthuan.gov.vn.", RecordType::TXT, None), "127.0.0.1", Transport::Tcp).unwrap();
+    let tcp = ask_packet(&catalog, &query("big.ninhthuan.gov.vn.", RecordType::TXT, None), "127.0.0.1", Transport::Tcp)
+        .unwrap();
     assert!(!tcp.metadata.truncation && tcp.answers.len() == 1);
 }
 
@@ -144,7 +148,10 @@ fn derived_records_are_served() {
     let dmarc = ask(&catalog, "_dmarc.ninhthuan.gov.vn.", RecordType::TXT);
     assert_eq!(dmarc.answers.len(), 1);
     let submission = ask(&catalog, "_submission._tcp.ninhthuan.gov.vn.", RecordType::SRV);
-    assert_eq!(lines(&submission.answers), ["_submission._tcp.ninhthuan.gov.vn. 3600 IN SRV 0 1 2587 mail.ninhthuan.gov.vn."]);
+    assert_eq!(
+        lines(&submission.answers),
+        ["_submission._tcp.ninhthuan.gov.vn. 3600 IN SRV 0 1 2587 mail.ninhthuan.gov.vn."]
+    );
     let submissions = ask(&catalog, "_submissions._tcp.ninhthuan.gov.vn.", RecordType::SRV);
     assert_eq!(submissions.answers.len(), 1);
     // The operator's own hub A (same address) wins over the derived one: one record, TTL 3600
@@ -183,7 +190,8 @@ fn views_split_the_horizon() {
     let from_outside = ask_packet(&catalog, &packet, "198.51.100.7", Transport::Udp).unwrap();
     assert_eq!(lines(&from_outside.answers), ["portal.gov.vn. 60 IN A 203.0.113.40"]);
     // Zones without views are seen from every view.
-    let www = ask_packet(&catalog, &query("www.ninhthuan.gov.vn.", RecordType::A, None), "10.1.1.1", Transport::Udp).unwrap();
+    let www =
+        ask_packet(&catalog, &query("www.ninhthuan.gov.vn.", RecordType::A, None), "10.1.1.1", Transport::Udp).unwrap();
     assert_eq!(www.answers.len(), 2);
 }
 
@@ -250,8 +258,10 @@ fn a_changed_zone_gets_a_higher_serial_and_an_unchanged_one_keeps_it() {
 fn check_reports_zone_file_and_inline_errors_with_positions() {
     let directory = tempfile::tempdir().unwrap();
     common::write_zone(directory.path());
-    std::fs::write(directory.path().join("ninhthuan.zone"), "@ SOA hub hostmaster 1 2 3 4 5\nbad IN A 10.0.0.256\n").unwrap();
-    let text = common::config_text(directory.path(), "").replace("\"extra 300 IN A 10.20.0.13\"", "\"extra 300 IN MX mail\"");
+    std::fs::write(directory.path().join("ninhthuan.zone"), "@ SOA hub hostmaster 1 2 3 4 5\nbad IN A 10.0.0.256\n")
+        .unwrap();
+    let text =
+        common::config_text(directory.path(), "").replace("\"extra 300 IN A 10.20.0.13\"", "\"extra 300 IN MX mail\"");
     let config = lienthong_config::parse(&text, "test.toml", directory.path()).unwrap();
     let problems = lienthong_dns::check(&config);
     let zone_file = directory.path().join("ninhthuan.zone");

@@ -114,7 +114,11 @@ async fn answers_match_nsd_serving_the_same_zone_file() {
     let nsd_directory = tempfile::tempdir().unwrap();
     std::fs::write(nsd_directory.path().join("primary.zone"), common::ZONE_FILE).unwrap();
     let nsd_port = free_port();
-    let nsd = Nsd::start(nsd_directory.path(), "zone:\n  name: \"ninhthuan.gov.vn\"\n  zonefile: \"primary.zone\"\n", nsd_port);
+    let nsd = Nsd::start(
+        nsd_directory.path(),
+        "zone:\n  name: \"ninhthuan.gov.vn\"\n  zonefile: \"primary.zone\"\n",
+        nsd_port,
+    );
     wait_for("NSD to serve the zone", &nsd, || async { soa_serial(nsd_port).await.is_some() }).await;
 
     let questions = [
@@ -151,7 +155,11 @@ async fn answers_match_nsd_serving_the_same_zone_file() {
         let ours = udp_exchange(port, &packet).await.unwrap();
         let theirs = udp_exchange(nsd_port, &packet).await.unwrap();
         if summary(&ours) != summary(&theirs) {
-            differences.push(format!("{name} {record_type}\n lienthong: {}\n nsd:       {}", summary(&ours), summary(&theirs)));
+            differences.push(format!(
+                "{name} {record_type}\n lienthong: {}\n nsd:       {}",
+                summary(&ours),
+                summary(&theirs)
+            ));
         }
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));

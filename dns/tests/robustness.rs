@@ -27,7 +27,13 @@ impl Random {
 
 fn seeds() -> Vec<Vec<u8>> {
     let mut seeds = Vec::new();
-    for name in ["www.ninhthuan.gov.vn.", "nope.ninhthuan.gov.vn.", "a.wild.ninhthuan.gov.vn.", "www.huyen.ninhthuan.gov.vn.", "example.com."] {
+    for name in [
+        "www.ninhthuan.gov.vn.",
+        "nope.ninhthuan.gov.vn.",
+        "a.wild.ninhthuan.gov.vn.",
+        "www.huyen.ninhthuan.gov.vn.",
+        "example.com.",
+    ] {
         for record_type in [RecordType::A, RecordType::TXT, RecordType::ANY, RecordType::AXFR, RecordType::CNAME] {
             seeds.push(common::query(name, record_type, None));
             seeds.push(common::query(name, record_type, Some(4096)));
@@ -81,7 +87,8 @@ fn mutated_queries_never_panic_and_answers_stay_well_formed() {
     for iteration in 0..60_000 {
         let seed = &seeds[iteration % seeds.len()];
         let packet = mutate(&mut random, seed);
-        let client: IpAddr = if iteration % 2 == 0 { "127.0.0.1".parse().unwrap() } else { "10.1.2.3".parse().unwrap() };
+        let client: IpAddr =
+            if iteration % 2 == 0 { "127.0.0.1".parse().unwrap() } else { "10.1.2.3".parse().unwrap() };
         let transport = if iteration % 5 == 0 { Transport::Tcp } else { Transport::Udp };
         let outcome = engine::handle(&catalog, &packet, client, transport, &mut out);
         match outcome.action {
@@ -115,7 +122,16 @@ fn fast_path_and_general_path_agree() {
     names.push(Name::from_ascii("missing.ninhthuan.gov.vn.").unwrap());
     names.push(Name::from_ascii("deep.missing.ninhthuan.gov.vn.").unwrap());
     names.push(Name::from_ascii("x.www.ninhthuan.gov.vn.").unwrap());
-    let types = [RecordType::A, RecordType::AAAA, RecordType::MX, RecordType::TXT, RecordType::CNAME, RecordType::NS, RecordType::SOA, RecordType::SRV];
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::MX,
+        RecordType::TXT,
+        RecordType::CNAME,
+        RecordType::NS,
+        RecordType::SOA,
+        RecordType::SRV,
+    ];
     let mut checked = 0;
     for name in &names {
         for record_type in types {

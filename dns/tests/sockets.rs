@@ -107,7 +107,8 @@ async fn reload_swaps_zone_data_and_raises_the_serial() {
     let (service, port) = start(directory.path(), "").await;
     let serial = |output: &str| output.split_whitespace().nth(2).and_then(|field| field.parse::<u32>().ok()).unwrap();
     let before = dig(port, &["+short", "ninhthuan.gov.vn", "SOA"]).await;
-    let text = common::config_text(directory.path(), "").replace("extra 300 IN A 10.20.0.13", "extra 300 IN A 10.20.0.14");
+    let text =
+        common::config_text(directory.path(), "").replace("extra 300 IN A 10.20.0.13", "extra 300 IN A 10.20.0.14");
     let config = lienthong_config::parse(&text, "test.toml", directory.path()).unwrap();
     service.reload(Arc::new(config), Vec::new()).await.unwrap();
     let extra = dig(port, &["+short", "extra.ninhthuan.gov.vn", "A"]).await;

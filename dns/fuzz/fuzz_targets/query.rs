@@ -42,7 +42,8 @@ views = ["inside"]
 "#;
 
 static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
-    let config = lienthong_config::parse(CONFIG, "fuzz.toml", std::path::Path::new("/tmp")).expect("the fuzz config is valid");
+    let config =
+        lienthong_config::parse(CONFIG, "fuzz.toml", std::path::Path::new("/tmp")).expect("the fuzz config is valid");
     Catalog::build(&config, &[], &mut Serials::in_memory(), 1_700_000_000).expect("the fuzz zones load")
 });
 

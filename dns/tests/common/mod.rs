@@ -66,7 +66,10 @@ deliver_to = "10.20.0.20:25"
 enabled = false
 "#,
         state = directory.join("state").display(),
-        big = (0..5).map(|index| format!("\"{}\"", char::from(b'a' + index).to_string().repeat(200))).collect::<Vec<_>>().join(" "),
+        big = (0..5)
+            .map(|index| format!("\"{}\"", char::from(b'a' + index).to_string().repeat(200)))
+            .collect::<Vec<_>>()
+            .join(" "),
     )
 }
 
@@ -81,7 +84,8 @@ pub fn config(directory: &Path, extra_dns: &str) -> Config {
 }
 
 pub fn catalog(config: &Config, published: &[String]) -> Catalog {
-    Catalog::build(config, published, &mut Serials::in_memory(), 1_700_000_000).unwrap_or_else(|errors| panic!("{errors:?}"))
+    Catalog::build(config, published, &mut Serials::in_memory(), 1_700_000_000)
+        .unwrap_or_else(|errors| panic!("{errors:?}"))
 }
 
 pub fn query(name: &str, record_type: RecordType, edns_payload: Option<u16>) -> Vec<u8> {
@@ -159,8 +163,20 @@ impl FakeUpstream {
                 let question = request.queries[0].name().clone();
                 if question.to_ascii().starts_with("nx") {
                     response.metadata.response_code = hickory_proto::op::ResponseCode::NXDomain;
-                    let soa = SOA::new(Name::from_ascii("ns.example.").unwrap(), Name::from_ascii("h.example.").unwrap(), 1, 1, 1, 1, 60);
-                    response.add_authority(Record::from_rdata(Name::from_ascii("example.").unwrap(), 600, RData::SOA(soa)));
+                    let soa = SOA::new(
+                        Name::from_ascii("ns.example.").unwrap(),
+                        Name::from_ascii("h.example.").unwrap(),
+                        1,
+                        1,
+                        1,
+                        1,
+                        60,
+                    );
+                    response.add_authority(Record::from_rdata(
+                        Name::from_ascii("example.").unwrap(),
+                        600,
+                        RData::SOA(soa),
+                    ));
                 } else {
                     response.add_answer(Record::from_rdata(question, 300, RData::A(A(answer))));
                 }
@@ -197,7 +213,8 @@ pub async fn udp_exchange(port: u16, packet: &[u8]) -> Option<Message> {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.ok()?;
     socket.send_to(packet, ("127.0.0.1", port)).await.ok()?;
     let mut buffer = vec![0u8; 65535];
-    let (length, _) = tokio::time::timeout(std::time::Duration::from_secs(2), socket.recv_from(&mut buffer)).await.ok()?.ok()?;
+    let (length, _) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), socket.recv_from(&mut buffer)).await.ok()?.ok()?;
     Message::from_vec(&buffer[..length]).ok()
 }
 
