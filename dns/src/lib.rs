@@ -226,11 +226,37 @@ pub fn render_records(config: &Config, published: &[String]) -> Result<String, E
         let seen_by = if views.is_empty() { "every client".to_owned() } else { format!("views {}", views.join(", ")) };
         text.push_str(&format!("; zone {} (seen by {seen_by})\n", zone.apex));
         for record in zone.all_records() {
-            text.push_str(&format!("{record}\n"));
+            text.push_str(&zone_file_line(&record));
+            text.push('\n');
         }
         text.push('\n');
     }
     Ok(text)
+}
+
+/// One record in zone-file syntax (hickory's display leaves TXT strings unquoted).
+fn zone_file_line(record: &hickory_proto::rr::Record) -> String {
+    let hickory_proto::rr::RData::TXT(txt) = &record.data else { return record.to_string() };
+    let strings: Vec<String> = txt
+        .txt_data
+        .iter()
+        .map(|bytes| {
+            let mut quoted = String::from("\"");
+            for byte in bytes.iter() {
+                match byte {
+                    b'"' | b'\\' => {
+                        quoted.push('\\');
+                        quoted.push(char::from(*byte));
+                    }
+                    0x20..=0x7E => quoted.push(char::from(*byte)),
+                    _ => quoted.push_str(&format!("\\{byte:03}")),
+                }
+            }
+            quoted.push('"');
+            quoted
+        })
+        .collect();
+    format!("{} {} {} TXT {}", record.name, record.ttl, record.dns_class, strings.join(" "))
 }
 
 fn unix_now() -> u64 {

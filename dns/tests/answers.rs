@@ -274,3 +274,25 @@ fn check_reports_zone_file_and_inline_errors_with_positions() {
         ]
     );
 }
+
+#[test]
+fn dns_records_lists_every_served_record_with_the_derived_ones() {
+    let directory = tempfile::tempdir().unwrap();
+    let config = config(directory.path(), "");
+    let published = vec!["default._domainkey.ninhthuan.gov.vn. 3600 IN TXT \"v=DKIM1; p=MIIB\"".to_owned()];
+    let text = lienthong_dns::render_records(&config, &published).unwrap();
+    assert!(text.starts_with("; zone ninhthuan.gov.vn. (seen by every client)\nninhthuan.gov.vn. 3600 IN SOA hub.ninhthuan.gov.vn. hostmaster.ninhthuan.gov.vn. 2024010101 7200 3600 1209600 300\n"), "{text}");
+    for line in [
+        "ninhthuan.gov.vn. 3600 IN MX 10 mail.ninhthuan.gov.vn.",
+        "mail.ninhthuan.gov.vn. 3600 IN A 10.20.0.5",
+        "_dmarc.ninhthuan.gov.vn. 3600 IN TXT \"v=DMARC1; p=quarantine; adkim=r; aspf=r\"",
+        "default._domainkey.ninhthuan.gov.vn. 3600 IN TXT \"v=DKIM1; p=MIIB\"",
+        "www.ninhthuan.gov.vn. 300 IN A 10.20.0.10",
+    ] {
+        assert!(text.contains(&format!("{line}\n")), "missing {line:?} in:\n{text}");
+    }
+    // The listing is itself a valid zone file (comments and all).
+    let root = hickory_proto::rr::Name::root();
+    let parsed = lienthong_dns::zonefile::parse(&text, &root, &root, 3600).expect("the listing parses back");
+    assert_eq!(parsed.len(), text.lines().filter(|line| !line.is_empty() && !line.starts_with(';')).count());
+}

@@ -122,3 +122,27 @@ async fn reload_swaps_zone_data_and_raises_the_serial() {
     assert_eq!(dig(port, &["+short", "extra.ninhthuan.gov.vn", "A"]).await.trim(), "10.20.0.14");
     service.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limiting_slips_and_drops_floods_from_one_prefix() {
+    let directory = tempfile::tempdir().unwrap();
+    let (service, port) = start(directory.path(), "rate_limit = 5\nrate_limit_exempt = []").await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let sent = 40;
+    for id in 0..sent {
+        let mut packet = common::query("nx.ninhthuan.gov.vn.", RecordType::A, None);
+        packet[0..2].copy_from_slice(&(id as u16).to_be_bytes());
+        socket.send_to(&packet, ("127.0.0.1", port)).await.unwrap();
+    }
+    let (mut full, mut slipped) = (0, 0);
+    let mut buffer = [0u8; 1500];
+    while let Ok(Ok((length, _))) = tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buffer)).await {
+        let answer = Message::from_vec(&buffer[..length]).unwrap();
+        if answer.metadata.truncation { slipped += 1 } else { full += 1 }
+    }
+    // The one-second window may roll over once during the burst: at most twice the limit.
+    assert!((5..=10).contains(&full), "{full} full answers");
+    assert!(slipped >= 10, "{slipped} TC=1 slips");
+    assert!(full + slipped < sent, "some answers were dropped");
+    service.shutdown().await;
+}
