@@ -11,10 +11,14 @@ cd "$(dirname "$0")/.."
 
 SUDO=""
 [[ $(id -u) -eq 0 ]] || SUDO="sudo"
-PACKAGES=(chromium swaks nsd bind9-dnsutils knot-dnsutils postfix iproute2 nodejs npm)
+# command the tests run -> Debian package that provides it
+declare -A PROVIDES=(
+  [chromium]=chromium [swaks]=swaks [nsd]=nsd [dig]=bind9-dnsutils [kdig]=knot-dnsutils
+  [smtp-sink]=postfix [ip]=iproute2 [openssl]=openssl [node]=nodejs [npm]=npm
+)
 missing=()
-for package in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+for command in "${!PROVIDES[@]}"; do
+  command -v "$command" >/dev/null 2>&1 || [[ -x /usr/sbin/$command ]] || missing+=("${PROVIDES[$command]}")
 done
 if ((${#missing[@]})); then
   echo "== installing ${missing[*]}"
