@@ -28,7 +28,7 @@ if ((${#missing[@]})); then
   if [[ ! -e $POLICY ]]; then printf '#!/bin/sh\nexit 101\n' | $SUDO tee $POLICY >/dev/null; $SUDO chmod 755 $POLICY; OWN_POLICY=1; fi
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
-  ((OWN_POLICY)) && $SUDO rm -f $POLICY
+  if ((OWN_POLICY)); then $SUDO rm -f $POLICY; fi
 fi
 # The packaged daemons must not hold the ports the tests use.
 for service in nsd postfix unbound; do
