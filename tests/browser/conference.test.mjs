@@ -9,7 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -151,6 +151,29 @@ async function joinRoom(name, site, pin) {
   return page;
 }
 
+/** Sum of a counter over all its label sets in Prometheus text. */
+function counterSum(metrics, name) {
+  return metrics.split('\n').filter((line) => line.startsWith(name + '{')).reduce((sum, line) => sum + Number(line.split(' ').pop()), 0);
+}
+
+function cpuSeconds(pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in USER_HZ (100)
+}
+
+/** Prints what the server forwards and what it costs for three participants. */
+async function measure() {
+  const sample = async () => ({ at: Date.now(), cpu: cpuSeconds(server.pid), metrics: await (await fetch(`${adminUrl}/metrics`)).text() });
+  const first = await sample();
+  await new Promise((done) => setTimeout(done, 5000));
+  const second = await sample();
+  const seconds = (second.at - first.at) / 1000;
+  const rate = (name) => (counterSum(second.metrics, name) - counterSum(first.metrics, name)) / seconds;
+  console.log(`figures (3 participants, debug build): ${rate('lienthong_conference_forwarded_packets_total').toFixed(0)} packets/s and `
+    + `${(rate('lienthong_conference_forwarded_bytes_total') * 8 / 1e6).toFixed(2)} Mbit/s forwarded, `
+    + `server CPU ${(100 * (second.cpu - first.cpu) / seconds).toFixed(1)}% of one core`);
+}
+
 const myId = (page) => page.evaluate(() => window.lienthong.state.me);
 const stats = (page) => page.evaluate(() => window.lienthong.receiveStats());
 const tileIds = (page) => page.$$eval('#tiles .tile', (tiles) => tiles.map((tile) => Number(tile.dataset.participant)).sort());
@@ -185,6 +208,10 @@ test('three participants receive and decode each other\'s video and audio', asyn
         && current[id].audioBytesReceived > first[id].audioBytesReceived);
     });
   }
+  for (const page of [pages.chair, pages.a, pages.b]) {
+    await waitFor('an active speaker highlight (from server-side audio levels)', () => page.$('#tiles .tile.speaking'));
+  }
+  await measure();
   const metrics = await (await fetch(`${adminUrl}/metrics`)).text();
   for (const name of ['lienthong_conference_forwarded_packets_total', 'lienthong_conference_forwarded_bytes_total']) {
     assert.match(metrics, new RegExp(`${name}\\{[^}]*room="${ROOM}"[^}]*\\} [1-9]`), `${name} missing from /metrics`);
