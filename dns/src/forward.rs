@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query as HickoryQuery, ResponseCode};
@@ -121,15 +122,41 @@ fn cache_ttl(message: &Message) -> Option<u32> {
     Some(soa.unwrap_or(0).min(MAX_NEGATIVE_TTL))
 }
 
+/// Upstream queries in flight at most; beyond that, new cache misses get SERVFAIL at once
+/// (a flood from an allowed client must not exhaust sockets or memory).
+pub const MAX_IN_FLIGHT: usize = 1024;
+
 /// The forwarder: stub client plus cache.
 #[derive(Debug)]
 pub struct Forwarder {
     cache: Mutex<Cache>,
+    in_flight: AtomicUsize,
+}
+
+/// A slot among the [`MAX_IN_FLIGHT`] upstream queries; freed on drop.
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Forwarder {
     pub fn new(cache_entries: usize) -> Forwarder {
-        Forwarder { cache: Mutex::new(Cache::new(cache_entries)) }
+        Forwarder { cache: Mutex::new(Cache::new(cache_entries)), in_flight: AtomicUsize::new(0) }
+    }
+
+    /// True when no upstream query may start now.
+    pub fn is_saturated(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT
+    }
+
+    /// Takes a slot for one upstream query, if one is free.
+    pub fn begin(&self) -> Option<InFlight<'_>> {
+        let previous = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let slot = InFlight(&self.in_flight);
+        (previous < MAX_IN_FLIGHT).then_some(slot)
     }
 
     /// Answers from the cache into `out`, if the answer is there.
@@ -144,6 +171,11 @@ impl Forwarder {
     /// answer was truncated.
     pub async fn resolve(&self, request: &ForwardRequest, out: &mut Vec<u8>) -> bool {
         metrics::counter!("lienthong_dns_cache_misses_total").increment(1);
+        let Some(_slot) = self.begin() else {
+            tracing::debug!(name = %request.name, "too many upstream queries in flight");
+            write_servfail(out, &request.packet);
+            return false;
+        };
         for upstream in request.upstreams.iter() {
             let Some(message) = ask(*upstream, &request.name, request.qtype).await else { continue };
             let now = Instant::now();
@@ -254,4 +286,48 @@ fn matches_question(response: &Message, name: &Name, qtype: RecordType) -> bool 
     response.queries.len() == 1
         && response.queries[0].name().to_lowercase() == *name
         && response.queries[0].query_type() == qtype
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::rdata::{A, SOA};
+
+    use super::*;
+
+    fn answer(name: &str, ttl: u32) -> Message {
+        let mut message = Message::new(1, MessageType::Response, OpCode::Query);
+        let name = Name::from_ascii(name).unwrap();
+        message.add_answer(Record::from_rdata(name, ttl, RData::A(A::new(192, 0, 2, 1))));
+        message
+    }
+
+    fn key(name: &str) -> CacheKey {
+        (Name::from_ascii(name).unwrap(), RecordType::A)
+    }
+
+    #[test]
+    fn cache_is_bounded_and_entries_expire_with_their_ttl() {
+        let mut cache = Cache::new(2);
+        let now = Instant::now();
+        for name in ["a.example.", "b.example.", "c.example."] {
+            assert!(cache.insert(key(name), &answer(name, 30), now));
+        }
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get(&key("a.example."), now).is_none(), "the oldest entry was evicted");
+        assert!(cache.get(&key("c.example."), now + Duration::from_secs(29)).is_some());
+        assert!(cache.get(&key("c.example."), now + Duration::from_secs(30)).is_none(), "expired");
+    }
+
+    #[test]
+    fn negative_answers_are_cached_for_the_soa_negative_ttl_and_failures_never() {
+        let mut negative = Message::new(1, MessageType::Response, OpCode::Query);
+        negative.metadata.response_code = ResponseCode::NXDomain;
+        let soa = SOA::new(Name::root(), Name::root(), 1, 1, 1, 1, 60);
+        negative.add_authority(Record::from_rdata(Name::from_ascii("example.").unwrap(), 600, RData::SOA(soa)));
+        assert_eq!(cache_ttl(&negative), Some(60));
+        let mut failure = answer("a.example.", 300);
+        failure.metadata.response_code = ResponseCode::ServFail;
+        assert_eq!(cache_ttl(&failure), None);
+        assert_eq!(cache_ttl(&answer("a.example.", 300_000)), Some(MAX_TTL));
+    }
 }

@@ -217,6 +217,11 @@ impl UdpWorker {
                     shared.stats.response(wire::rcode_of(out), truncated);
                     return true;
                 }
+                if shared.forwarder.is_saturated() {
+                    crate::forward::write_servfail(out, &request.packet);
+                    shared.stats.response(wire::RCODE_SERVFAIL, false);
+                    return true;
+                }
                 let socket = self.socket.clone();
                 let task_shared = shared.clone();
                 shared.runtime.spawn(async move {

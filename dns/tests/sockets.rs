@@ -136,7 +136,9 @@ async fn rate_limiting_slips_and_drops_floods_from_one_prefix() {
     }
     let (mut full, mut slipped) = (0, 0);
     let mut buffer = [0u8; 1500];
-    while let Ok(Ok((length, _))) = tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buffer)).await {
+    while let Ok(Ok((length, _))) =
+        tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buffer)).await
+    {
         let answer = Message::from_vec(&buffer[..length]).unwrap();
         if answer.metadata.truncation { slipped += 1 } else { full += 1 }
     }
