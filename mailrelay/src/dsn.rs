@@ -58,7 +58,7 @@ pub fn bounce(
     for failure in failed {
         text.push_str(&format!("\r\nFinal-Recipient: rfc822; {}\r\n", failure.recipient.address));
         if let Some(original) = &failure.recipient.original {
-            text.push_str(&format!("Original-Recipient: {}\r\n", original.replacen('+', ";", 1)));
+            text.push_str(&format!("Original-Recipient: {}\r\n", original));
         }
         text.push_str(&format!("Action: failed\r\nStatus: {}\r\n", status_code(&failure.diagnostic)));
         if let Some(remote) = &failure.remote {

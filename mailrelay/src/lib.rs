@@ -253,8 +253,9 @@ impl MailService {
     pub async fn shutdown(self) {
         self.serving.store(false, Ordering::Relaxed);
         let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         for task in self.tasks {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+            let _ = tokio::time::timeout_at(deadline, task).await;
         }
     }
 

@@ -245,6 +245,10 @@ async fn transaction(
     mail.push_str("\r\n");
     let stream = &mut connection.stream;
     let reply = command(stream, &mail, COMMAND_TIMEOUT).await.map_err(|_| TransactionError::Io)?;
+    if reply.code == 421 {
+        // The server is closing this (probably idle, pooled) connection: try a fresh one.
+        return Err(TransactionError::Io);
+    }
     if reply.code != 250 {
         let _ = command(stream, "RSET\r\n", COMMAND_TIMEOUT).await;
         return Err(TransactionError::Failed(Failure {
