@@ -178,6 +178,25 @@ const myId = (page) => page.evaluate(() => window.lienthong.state.me);
 const stats = (page) => page.evaluate(() => window.lienthong.receiveStats());
 const tileIds = (page) => page.$$eval('#tiles .tile', (tiles) => tiles.map((tile) => Number(tile.dataset.participant)).sort());
 
+test('the room list shows the configured rooms', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${baseUrl}/`);
+  await page.waitForSelector('#rooms li');
+  assert.equal(await page.textContent('#rooms li a'), 'Họp giao ban UBND tỉnh');
+  assert.equal(await page.getAttribute('#rooms li a', 'href'), `/r/${ROOM}`);
+  await context.close();
+});
+
+test('an unknown room says so', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${baseUrl}/r/khong-co`);
+  await page.waitForSelector('#join-error:not([hidden])');
+  assert.equal(await page.textContent('#join-error'), 'Phòng họp này không tồn tại.');
+  await context.close();
+});
+
 test('a wrong PIN is refused with a clear message', async () => {
   const page = await openPage();
   await fillJoin(page, 'Người thử', 'Huyện A', '000000');
@@ -307,6 +326,24 @@ test('the page switches to English and back', async () => {
   assert.equal(await pages.b.textContent('#leave'), 'Rời phòng');
 });
 
+test('a participant switches microphone and camera devices while in the meeting', async () => {
+  const { ids } = pages;
+  await pages.b.click('#toggle-devices');
+  await pages.b.waitForSelector('#microphone-device option', { state: 'attached' });
+  const microphones = await pages.b.$$eval('#microphone-device option', (options) => options.map((option) => option.value));
+  const cameras = await pages.b.$$eval('#camera-device option', (options) => options.map((option) => option.value));
+  assert.ok(microphones.length >= 1 && cameras.length >= 1, 'no devices listed');
+  const current = await pages.b.$eval('#microphone-device', (select) => select.value);
+  const other = microphones.find((id) => id !== current) || current;
+  await pages.b.selectOption('#microphone-device', other);
+  await waitFor('the new microphone to be in use', () => pages.b.evaluate((id) => window.lienthong.state.localStream.getAudioTracks()[0].getSettings().deviceId === id, other));
+  const first = await stats(pages.chair);
+  await waitFor('B\'s audio and video to keep reaching the chair', async () => {
+    const current = await stats(pages.chair);
+    return current[ids.b].audioBytesReceived > first[ids.b].audioBytesReceived && current[ids.b].framesDecoded > first[ids.b].framesDecoded;
+  });
+});
+
 test('a participant who leaves disappears from the others\' pages', async () => {
   const { ids } = pages;
   await pages.b.click('#leave');
@@ -315,4 +352,16 @@ test('a participant who leaves disappears from the others\' pages', async () => 
   for (const [who, page] of [['chair', pages.chair], ['a', pages.a]]) {
     await waitFor(`${who} to drop B's tile`, async () => JSON.stringify(await tileIds(page)) === JSON.stringify(remaining));
   }
+});
+
+test('the chair removes a participant, whose page says why', async () => {
+  const { ids } = pages;
+  pages.chair.once('dialog', (dialog) => dialog.accept());
+  await pages.chair.click(`#tiles .tile[data-participant="${ids.a}"] [data-action="remove"]`);
+  await waitFor('A\'s page to say it was removed', () => pages.a.isVisible('#ended-view'));
+  assert.equal(await pages.a.textContent('#ended-message'), 'Chủ trì đã mời bạn ra khỏi phòng.');
+  await waitFor('the chair to drop A\'s tile', async () => JSON.stringify(await tileIds(pages.chair)) === JSON.stringify([ids.chair]));
+  // A removed page does not come back by itself.
+  await new Promise((done) => setTimeout(done, 1500));
+  assert.equal(await pages.a.evaluate(() => window.lienthong.state.me), null);
 });
