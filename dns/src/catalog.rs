@@ -68,6 +68,12 @@ impl Policy {
         }
     }
 
+    /// True when `client` may have names outside the local zones resolved (the RA flag).
+    pub fn recursion_available(&self, client: std::net::IpAddr) -> bool {
+        (!self.forwarders.is_empty() || !self.forward_zones.is_empty())
+            && self.recursion_from.iter().any(|network| network.contains(&client))
+    }
+
     /// The servers a foreign `name` goes to for `client`, or `None` (answer REFUSED).
     pub fn upstreams(&self, client: std::net::IpAddr, name: &Name) -> Option<Arc<[SocketAddr]>> {
         if !self.recursion_from.iter().any(|network| network.contains(&client)) {

@@ -9,8 +9,8 @@ use hickory_proto::rr::{Name, RecordType};
 use crate::catalog::{self, Catalog};
 use crate::index::{Lookup, needs_general_path};
 use crate::wire::{
-    self, FLAG_AA, Malformed, Query, RCODE_BADVERS, RCODE_FORMERR, RCODE_NOTAUTH, RCODE_NOTIMP, RCODE_NXDOMAIN,
-    RCODE_REFUSED, RCODE_SERVFAIL,
+    self, FLAG_AA, FLAG_RA, Malformed, Query, RCODE_BADVERS, RCODE_FORMERR, RCODE_NOTAUTH, RCODE_NOTIMP,
+    RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL,
 };
 use crate::zone::{ResponseCodeValue, Zone};
 
@@ -95,6 +95,7 @@ pub fn handle(catalog: &Catalog, packet: &[u8], client: IpAddr, transport: Trans
         Transport::Tcp => usize::from(u16::MAX),
     };
     let view = catalog.view_for(client);
+    let recursion = if catalog.policy.recursion_available(client) { FLAG_RA } else { 0 };
     if qtype == u16::from(RecordType::AXFR) || qtype == u16::from(RecordType::IXFR) {
         let Some(name) = query.name() else { return error(out, RCODE_FORMERR) };
         let Some(zone) = view.zones.iter().find(|zone| zone.apex == name) else { return error(out, RCODE_NOTAUTH) };
@@ -107,11 +108,12 @@ pub fn handle(catalog: &Catalog, packet: &[u8], client: IpAddr, transport: Trans
         match view.index.lookup(query.lower_name()) {
             Lookup::Exact(entry) => {
                 let prepared = entry.prepared(qtype);
-                let truncated = wire::write_answer(out, &query, prepared, 0, limit);
+                let truncated = wire::write_answer(out, &query, prepared, recursion, limit);
                 return Outcome::reply(qtype, prepared.flags & 0xF, truncated);
             }
             Lookup::NameError(template) => {
-                let truncated = wire::write_name_error(out, &query, template.apex_length, &template.soa_tail, limit);
+                let truncated =
+                    wire::write_name_error(out, &query, template.apex_length, &template.soa_tail, recursion, limit);
                 return Outcome::reply(qtype, RCODE_NXDOMAIN, truncated);
             }
             Lookup::General => {}
@@ -136,7 +138,7 @@ pub fn handle(catalog: &Catalog, packet: &[u8], client: IpAddr, transport: Trans
             );
             match prepared {
                 Some(prepared) => {
-                    let truncated = wire::write_answer(out, &query, &prepared, 0, limit);
+                    let truncated = wire::write_answer(out, &query, &prepared, recursion, limit);
                     Outcome::reply(qtype, flags & 0xF, truncated)
                 }
                 None => error(out, RCODE_SERVFAIL),

@@ -295,6 +295,7 @@ pub fn write_name_error(
     query: &Query<'_>,
     apex_length: usize,
     soa_tail: &[u8],
+    extra_flags: u16,
     limit: usize,
 ) -> bool {
     let pointer = 0xC000 | (12 + query.name_length - apex_length) as u16;
@@ -303,7 +304,7 @@ pub fn write_name_error(
     body.extend_from_slice(soa_tail);
     let prepared =
         Prepared { flags: FLAG_AA | RCODE_NXDOMAIN, answers: 0, authorities: 1, additionals: 0, body: body.into() };
-    write_answer(out, query, &prepared, 0, limit)
+    write_answer(out, query, &prepared, extra_flags, limit)
 }
 
 /// An answer with only a header, the question (when readable) and OPT: errors and REFUSED.

@@ -55,6 +55,9 @@ async fn only_recursion_clients_are_forwarded_and_answers_are_cached() {
     assert_eq!(upstream.count(), 0, "a refused query never reaches the forwarder");
     let local = dig(port, &["-b", "127.0.0.2", "www.ninhthuan.gov.vn", "A"]).await;
     assert!(local.contains("status: NOERROR"), "local zones answer everyone: {local}");
+    assert!(local.contains("flags: qr aa rd;"), "no recursion offered to 127.0.0.2: {local}");
+    let local_insider = dig(port, &["-b", "127.0.0.1", "www.ninhthuan.gov.vn", "A"]).await;
+    assert!(local_insider.contains("flags: qr aa rd ra;"), "recursion offered to 127.0.0.1: {local_insider}");
 
     let insider = dig(port, &["-b", "127.0.0.1", "portal.example.com", "A"]).await;
     assert!(insider.contains("status: NOERROR") && insider.contains("192.0.2.53"), "{insider}");
