@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -139,9 +139,14 @@ async fn serve_socket(socket: WebSocket, id: ParticipantId, address: IpAddr, com
     }
     let (mut sink, mut stream) = socket.split();
     let mut close: Option<(u16, String)> = None;
+    let mut budget = MessageBudget::new(Instant::now());
     loop {
         tokio::select! {
             incoming = stream.next() => match incoming {
+                Some(Ok(Message::Text(_))) if !budget.take(Instant::now()) => {
+                    close = Some((CLOSE_POLICY, "too many messages".into()));
+                    break;
+                }
                 Some(Ok(Message::Text(text))) => match parse_client_message(text.as_str()) {
                     Ok(message) => {
                         let leaving = message == ClientMessage::Leave {};
@@ -196,6 +201,34 @@ async fn serve_socket(socket: WebSocket, id: ParticipantId, address: IpAddr, com
         let _ = sink.send(Message::Close(Some(frame))).await;
     }
     let _ = sink.close().await;
+}
+
+/// A token bucket for one connection's messages: a browser sends a handful per user action,
+/// so a client sending floods (each `media` message is relayed to the whole room) is cut off.
+struct MessageBudget {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl MessageBudget {
+    const BURST: f64 = 100.0;
+    const PER_SECOND: f64 = 20.0;
+
+    fn new(now: Instant) -> Self {
+        MessageBudget { tokens: Self::BURST, updated: now }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * Self::PER_SECOND).min(Self::BURST);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Serves HTTP or HTTPS on an already bound listener until `stop` fires.
@@ -276,5 +309,23 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_budget_allows_bursts_and_refills() {
+        let start = Instant::now();
+        let mut budget = MessageBudget::new(start);
+        for _ in 0..100 {
+            assert!(budget.take(start));
+        }
+        assert!(!budget.take(start));
+        assert!(budget.take(start + Duration::from_millis(100)));
+        assert!(budget.take(start + Duration::from_millis(100)));
+        assert!(!budget.take(start + Duration::from_millis(100)));
     }
 }

@@ -76,6 +76,17 @@ async fn malformed_and_oversized_messages_close_with_a_reason() {
     socket.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
     assert_eq!(closed(&mut socket).await.0, 1008);
 
+    // A flood is cut off.
+    let mut socket = connect(&service).await;
+    assert_eq!(join(&mut socket, "giao-ban", "Huyện B", "246810").await["type"], "welcome");
+    for _ in 0..150 {
+        let media = json!({"type": "media", "microphone": true, "camera": false, "screen": false});
+        if socket.send(Message::Text(media.to_string().into())).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(closed(&mut socket).await, (1008, "too many messages".to_owned()));
+
     // The service is unharmed.
     let mut socket = connect(&service).await;
     assert_eq!(join(&mut socket, "giao-ban", "Huyện A", "246810").await["type"], "welcome");
