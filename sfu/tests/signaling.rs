@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn join_refusals_are_clear_and_the_connection_stays_usable() {
-    let (service, _) = start(ROOMS).await;
+    let service = start(ROOMS).await;
     let mut socket = connect(&service).await;
     for (room, site, pin, reason) in [
         ("khong-co", "Huyện A", "246810", "unknown_room"),
@@ -30,7 +30,7 @@ async fn join_refusals_are_clear_and_the_connection_stays_usable() {
 
 #[tokio::test]
 async fn repeated_wrong_pins_close_the_connection() {
-    let (service, _) = start(ROOMS).await;
+    let service = start(ROOMS).await;
     let mut socket = connect(&service).await;
     for _ in 0..5 {
         assert_eq!(join(&mut socket, "giao-ban", "Huyện A", "000000").await["reason"], "wrong_pin");
@@ -42,7 +42,7 @@ async fn repeated_wrong_pins_close_the_connection() {
 
 #[tokio::test]
 async fn an_address_guessing_pins_is_stopped_across_connections() {
-    let (service, _) = start(ROOMS).await;
+    let service = start(ROOMS).await;
     for _ in 0..4 {
         let mut socket = connect(&service).await;
         for _ in 0..5 {
@@ -58,7 +58,7 @@ async fn an_address_guessing_pins_is_stopped_across_connections() {
 
 #[tokio::test]
 async fn malformed_and_oversized_messages_close_with_a_reason() {
-    let (service, _) = start(ROOMS).await;
+    let service = start(ROOMS).await;
     let mut socket = connect(&service).await;
     socket.send(Message::Text("{\"type\":\"explode\"}".into())).await.unwrap();
     let (code, reason) = closed(&mut socket).await;
@@ -96,7 +96,7 @@ async fn malformed_and_oversized_messages_close_with_a_reason() {
 
 #[tokio::test]
 async fn chair_powers_are_enforced_and_rooms_are_isolated() {
-    let (service, _) = start(ROOMS).await;
+    let service = start(ROOMS).await;
     let mut chair = connect(&service).await;
     let chair_id = join(&mut chair, "giao-ban", "UBND tỉnh", "135790").await["you"].as_u64().unwrap();
     let mut district = connect(&service).await;
@@ -150,7 +150,7 @@ async fn chair_powers_are_enforced_and_rooms_are_isolated() {
 
 #[tokio::test]
 async fn reload_closes_removed_rooms_opens_new_ones_and_changes_pins() {
-    let (service, media_port) = start(ROOMS).await;
+    let service = start(ROOMS).await;
     let mut in_closed_room = connect(&service).await;
     assert_eq!(join(&mut in_closed_room, "hop-khan", "Huyện A", "111111").await["type"], "welcome");
     let mut stays = connect(&service).await;
@@ -171,7 +171,7 @@ pin = "333333"
 chair_pin = "444444"
 sites = ["UBND tỉnh"]
 "#;
-    service.reload(config(new_rooms, media_port)).await.unwrap();
+    service.reload(config(new_rooms)).await.unwrap();
     let ended = receive_type(&mut in_closed_room, "ended").await;
     assert_eq!(ended["reason"], "room_closed");
     closed(&mut in_closed_room).await;
@@ -192,7 +192,7 @@ sites = ["UBND tỉnh"]
 
 #[tokio::test]
 async fn pages_are_served_without_external_resources() {
-    let (service, _) = start(ROOMS).await;
+    let service = start(ROOMS).await;
     let address = service.page_address().unwrap();
     for path in ["/", "/r/giao-ban", "/assets/room.js", "/assets/i18n.js", "/assets/style.css"] {
         let body = http_get(address, path).await;

@@ -139,7 +139,7 @@ async fn media_flows_over_ice_tcp_when_udp_is_blocked() {
 }
 
 async fn publish_and_receive(publisher_transport: Transport, receiver_transport: Transport) {
-    let (service, _) = start(ROOMS).await;
+    let service = start(ROOMS).await;
 
     // Publisher: Huyện A sends Opus packets.
     let mut publisher_socket = connect(&service).await;

@@ -27,17 +27,6 @@ impl ResolvesServerCert for NoCertificate {
     }
 }
 
-/// A port free for UDP and TCP now (the media port uses both on one number).
-pub fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-        let port = udp.local_addr().expect("address").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 pub const ROOMS: &str = r#"
 [[conference.room]]
 name = "giao-ban"
@@ -54,7 +43,9 @@ chair_pin = "222222"
 sites = ["UBND tỉnh", "Huyện A"]
 "#;
 
-pub fn config(rooms: &str, media_port: u16) -> Arc<Config> {
+/// A config with these rooms; the media port is 0 (any free port), which only tests may use:
+/// operators must name a fixed port for their firewall, so the config file refuses 0.
+pub fn config(rooms: &str) -> Arc<Config> {
     let source = format!(
         r#"
 [server]
@@ -67,23 +58,22 @@ enabled = false
 enabled = false
 [conference]
 listen = "127.0.0.1:0"
-media_port = {media_port}
+media_port = 10000
 {rooms}
 "#
     );
-    let config = lienthong_config::parse(&source, "test.toml", Path::new("/tmp")).expect("valid config");
+    let mut config = lienthong_config::parse(&source, "test.toml", Path::new("/tmp")).expect("valid config");
+    config.conference.media_port = 0;
     Arc::new(config)
 }
 
-pub async fn start(rooms: &str) -> (ConferenceService, u16) {
+pub async fn start(rooms: &str) -> ConferenceService {
     // RUST_LOG=lienthong_sfu=debug shows the service's log when a test fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let media_port = free_port();
-    let service = ConferenceService::start(config(rooms, media_port), Arc::new(NoCertificate)).await.expect("start");
-    (service, media_port)
+    ConferenceService::start(config(rooms), Arc::new(NoCertificate)).await.expect("start")
 }
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
