@@ -321,7 +321,7 @@ impl Hub {
             }
         }
         let offers: Vec<(ParticipantId, String)> =
-            self.peers.values_mut().filter_map(|peer| peer.offer_if_needed().map(|sdp| (peer.id, sdp))).collect();
+            self.peers.values_mut().filter_map(|peer| peer.offer_if_needed(now).map(|sdp| (peer.id, sdp))).collect();
         for (id, sdp) in offers {
             self.send(id, ServerMessage::Offer { sdp });
         }

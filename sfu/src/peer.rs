@@ -20,6 +20,8 @@ use crate::room::MediaSource;
 const KEYFRAME_REQUEST_SPACING: Duration = Duration::from_millis(500);
 /// How long ICE may stay disconnected before the session counts as failed.
 const DISCONNECTED_GRACE: Duration = Duration::from_secs(15);
+/// How long a browser may take to answer our offer.
+const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Something a peer's session produced that matters to other peers or to the room.
 #[derive(Debug)]
@@ -64,6 +66,8 @@ pub(crate) struct Peer {
     pub id: ParticipantId,
     pub rtc: Rtc,
     pending: Option<SdpPendingOffer>,
+    /// When our pending offer went out; a browser that never answers is cut off.
+    pending_since: Option<Instant>,
     /// The browser's first offer was accepted, so the server may start offering.
     ready: bool,
     screen_mid: Option<String>,
@@ -79,6 +83,7 @@ impl Peer {
             id,
             rtc,
             pending: None,
+            pending_since: None,
             ready: false,
             screen_mid: None,
             tracks_in: Vec::new(),
@@ -108,6 +113,7 @@ impl Peer {
     /// Applies the browser's answer to our last offer; stale answers are ignored.
     /// Returns the tracks that just opened, so the hub can ask their publishers for keyframes.
     pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<(ParticipantId, Mid)>, String> {
+        self.pending_since = None;
         let Some(pending) = self.pending.take() else {
             return Ok(Vec::new());
         };
@@ -143,7 +149,7 @@ impl Peer {
     }
 
     /// Creates an offer for tracks to add or stop, if any and if no negotiation is under way.
-    pub fn offer_if_needed(&mut self) -> Option<String> {
+    pub fn offer_if_needed(&mut self, now: Instant) -> Option<String> {
         if !self.ready || self.pending.is_some() {
             return None;
         }
@@ -168,6 +174,7 @@ impl Peer {
         }
         let (offer, pending) = change.apply()?;
         self.pending = Some(pending);
+        self.pending_since = Some(now);
         Some(offer.to_sdp_string())
     }
 
@@ -189,7 +196,8 @@ impl Peer {
                 events.push(Propagated::Failed);
                 return now + Duration::from_secs(1);
             }
-            if self.disconnected_since.is_some_and(|since| now.duration_since(since) > DISCONNECTED_GRACE) {
+            let stuck = self.pending_since.is_some_and(|since| now.duration_since(since) > NEGOTIATION_TIMEOUT);
+            if stuck || self.disconnected_since.is_some_and(|since| now.duration_since(since) > DISCONNECTED_GRACE) {
                 self.failed = true;
                 continue;
             }
@@ -304,5 +312,52 @@ impl Peer {
             return false;
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn rtc(now: Instant) -> Rtc {
+        Rtc::builder().set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags())).build(now)
+    }
+
+    /// A browser stand-in (another str0m) that publishes one audio track.
+    fn browser_offer(now: Instant) -> String {
+        let mut browser = rtc(now);
+        let mut change = browser.sdp_api();
+        change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, _pending) = change.apply().expect("an offer");
+        offer.to_sdp_string()
+    }
+
+    #[test]
+    fn a_browser_that_never_answers_our_offer_is_cut_off() {
+        let start = Instant::now();
+        let mut peer = Peer::new(1, rtc(start));
+        assert!(peer.accept_offer(&browser_offer(start), None).unwrap().is_some());
+        assert!(peer.offer_if_needed(start).is_none(), "nothing to offer yet");
+
+        peer.subscribe(2, Mid::from("0"), MediaKind::Video, MediaSource::Camera);
+        assert!(peer.offer_if_needed(start).is_some());
+        // While our offer is pending, a crossing browser offer is ignored, not answered.
+        assert_eq!(peer.accept_offer(&browser_offer(start), None), Ok(None));
+
+        let mut events = Vec::new();
+        peer.poll(start + Duration::from_secs(5), &mut |_| {}, &mut events);
+        assert!(!events.iter().any(|event| matches!(event, Propagated::Failed)));
+        peer.poll(start + NEGOTIATION_TIMEOUT + Duration::from_secs(1), &mut |_| {}, &mut events);
+        assert!(events.iter().any(|event| matches!(event, Propagated::Failed)));
+    }
+
+    #[test]
+    fn garbage_sdp_is_an_error_not_a_panic() {
+        let start = Instant::now();
+        let mut peer = Peer::new(1, rtc(start));
+        assert!(peer.accept_offer("v=0\r\nnonsense", None).is_err());
+        assert!(peer.accept_answer("v=0").is_ok(), "an answer without our offer is ignored");
     }
 }
