@@ -47,9 +47,6 @@ pub enum Error {
     /// TLS could not be set up.
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
-    /// The DNS resolver for MX lookups could not be built.
-    #[error("cannot set up MX lookups: {0}")]
-    Resolver(String),
 }
 
 /// One queued message as the operator sees it (`lienthong queue list`).
@@ -182,8 +179,14 @@ impl MailService {
     /// Opens the queue, binds every listener and starts delivering. MX lookups use
     /// `config.dns.forwarders`, else the system resolver configuration.
     pub async fn start(config: Arc<Config>, certificates: Arc<dyn ResolvesServerCert>) -> Result<Self, Error> {
-        let lookup = DnsLookup::new(&config.dns.forwarders).map_err(Error::Resolver)?;
-        Self::start_with_lookup(config, certificates, Arc::new(lookup)).await
+        let lookup: Arc<dyn MailExchangerLookup> = match DnsLookup::new(&config.dns.forwarders) {
+            Ok(lookup) => Arc::new(lookup),
+            Err(reason) => {
+                tracing::warn!(%reason, "no DNS for MX lookups: foreign mail will wait in the queue (set dns.forwarders)");
+                Arc::new(resolver::UnavailableLookup { reason })
+            }
+        };
+        Self::start_with_lookup(config, certificates, lookup).await
     }
 
     /// Like [`MailService::start`] with another MX lookup (tests, isolated networks).

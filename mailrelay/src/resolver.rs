@@ -117,6 +117,18 @@ impl MailExchangerLookup for DnsLookup {
     }
 }
 
+/// Used when no resolver could be set up (no forwarders and no readable /etc/resolv.conf):
+/// foreign mail waits in the queue with this reason instead of the relay refusing to start.
+pub struct UnavailableLookup {
+    pub reason: String,
+}
+
+impl MailExchangerLookup for UnavailableLookup {
+    fn mail_exchangers<'a>(&'a self, _domain: &'a str) -> LookupResult<'a> {
+        Box::pin(async move { Err(LookupFailure { permanent: false, message: self.reason.clone() }) })
+    }
+}
+
 /// A fixed map from domain to hosts, for tests and for isolated networks.
 #[derive(Debug, Default, Clone)]
 pub struct StaticLookup {
