@@ -492,6 +492,9 @@ function render() {
     const badge = tile.querySelector('.chair-badge');
     badge.hidden = participant.role !== 'chair';
     badge.textContent = t('tile.chair');
+    // A stopped camera would freeze on its last frame: show the site instead.
+    tile.classList.toggle('camera-off', !participant.camera);
+    tile.querySelector('.placeholder').textContent = participant.site;
     const mutedIcon = tile.querySelector('.muted-icon');
     mutedIcon.hidden = participant.microphone;
     mutedIcon.textContent = t('tile.microphone_off');

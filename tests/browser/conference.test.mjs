@@ -317,6 +317,22 @@ test('after its connection drops a page rejoins by itself and says so', async ()
   await waitFor('A to keep decoding the others', async () => (await stats(pages.a))[ids.b].framesDecoded > first[ids.b].framesDecoded);
 });
 
+test('the chair stops a participant\'s camera and the others show its site instead', async () => {
+  const { ids } = pages;
+  await pages.chair.click(`#tiles .tile[data-participant="${ids.b}"] [data-action="stop_camera"]`);
+  await waitFor('B to see its camera was stopped', () => pages.b.evaluate(() => window.lienthong.state.camera === false));
+  await waitFor('A to show B\'s site instead of a frozen picture', () => pages.a.$eval(`#tiles .tile[data-participant="${ids.b}"]`, (tile) => tile.classList.contains('camera-off')));
+  await new Promise((done) => setTimeout(done, 1000));
+  const before = await stats(pages.a);
+  await new Promise((done) => setTimeout(done, 2000));
+  const after = await stats(pages.a);
+  assert.equal(after[ids.b].framesDecoded, before[ids.b].framesDecoded, 'B\'s video still reaches A');
+  assert.ok(after[ids.b].audioBytesReceived > before[ids.b].audioBytesReceived, 'B\'s audio stopped too');
+  // B turns its camera back on by itself.
+  await pages.b.click('#toggle-camera');
+  await waitFor('B\'s video to reach A again', async () => (await stats(pages.a))[ids.b].framesDecoded > after[ids.b].framesDecoded);
+});
+
 test('the page switches to English and back', async () => {
   assert.equal(await pages.b.textContent('#leave'), 'Rời phòng');
   await pages.b.click('#language');
