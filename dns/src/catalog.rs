@@ -2,7 +2,7 @@
 //! records, published and derived records), its SOA serial settled, grouped into views, and
 //! indexed. A catalog is immutable; a reload builds a new one and swaps it in whole.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -248,10 +248,12 @@ fn load_zone(
         .filter(|(_, record_type)| *record_type == RecordType::CNAME)
         .map(|(name, _)| name.clone())
         .collect();
+    let mut types_at: HashMap<&Name, usize> = HashMap::new();
+    for (owner, _) in &owner_types {
+        *types_at.entry(owner).or_default() += 1;
+    }
     for name in &cname_owners {
-        if owner_types.iter().any(|(owner, record_type)| owner == name && *record_type != RecordType::CNAME)
-            || *name == apex
-        {
+        if types_at.get(name).copied().unwrap_or(0) > 1 || *name == apex {
             errors.push(format!(
                 "{}: {path}: `{name}` has a CNAME and other records (a CNAME must stand alone)",
                 where_is(zone_config)

@@ -110,7 +110,7 @@ impl DnsService {
         }
         let current = shared.current();
         for (zone, _) in &current.zones {
-            tracing::info!(zone = %zone.apex, serial = zone.serial(), records = zone.all_records().len(), "DNS zone loaded");
+            tracing::info!(zone = %zone.apex, serial = zone.serial(), records = zone.record_count(), "DNS zone loaded");
             if !zone.secondaries.is_empty() {
                 let zone = zone.clone();
                 tokio::spawn(async move { transfer::notify(&zone, &zone.secondaries).await });

@@ -231,6 +231,11 @@ impl Zone {
         }
     }
 
+    /// How many records the zone holds.
+    pub fn record_count(&self) -> usize {
+        self.nodes.values().flat_map(|node| node.rrsets.values()).map(Vec::len).sum()
+    }
+
     /// Every record, SOA first (the AXFR and `dns records` order).
     pub fn all_records(&self) -> Vec<Record> {
         let mut names: Vec<&Name> = self.nodes.keys().collect();

@@ -296,3 +296,20 @@ fn dns_records_lists_every_served_record_with_the_derived_ones() {
     let parsed = lienthong_dns::zonefile::parse(&text, &root, &root, 3600).expect("the listing parses back");
     assert_eq!(parsed.len(), text.lines().filter(|line| !line.is_empty() && !line.starts_with(';')).count());
 }
+
+#[test]
+fn check_refuses_a_cname_beside_other_data_and_a_second_soa() {
+    let directory = tempfile::tempdir().unwrap();
+    common::write_zone(directory.path());
+    let text = common::config_text(directory.path(), "")
+        .replace("\"extra 300 IN A 10.20.0.13\"", "\"www IN CNAME hub\", \"@ IN SOA hub hostmaster 1 2 3 4 5\"");
+    let config = lienthong_config::parse(&text, "test.toml", directory.path()).unwrap();
+    let problems = lienthong_dns::check(&config);
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(problems[0].ends_with("dns.zone[0]: the zone has 2 SOA records (expected at most one)"), "{problems:#?}");
+    assert!(
+        problems[1]
+            .ends_with("dns.zone[0]: `www.ninhthuan.gov.vn.` has a CNAME and other records (a CNAME must stand alone)"),
+        "{problems:#?}"
+    );
+}
