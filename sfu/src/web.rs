@@ -29,6 +29,11 @@ const MAX_CONNECTIONS: usize = 2000;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// WebSocket close code 1008: policy violation (RFC 6455 section 7.4.1).
 const CLOSE_POLICY: u16 = 1008;
+/// WebSocket close code 1001: going away.
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// How often the server pings each browser, and how long it waits to hear anything back.
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+const IDLE_LIMIT: Duration = Duration::from_secs(45);
 /// WebSocket close code 1009: message too big.
 const CLOSE_TOO_BIG: u16 = 1009;
 
@@ -140,39 +145,59 @@ async fn serve_socket(socket: WebSocket, id: ParticipantId, address: IpAddr, com
     let (mut sink, mut stream) = socket.split();
     let mut close: Option<(u16, String)> = None;
     let mut budget = MessageBudget::new(Instant::now());
+    // Pings find connections whose network vanished without a TCP reset (browsers answer
+    // them by themselves), so their participants do not linger as frozen tiles.
+    let mut keepalive = tokio::time::interval(PING_INTERVAL);
+    keepalive.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            incoming = stream.next() => match incoming {
-                Some(Ok(Message::Text(_))) if !budget.take(Instant::now()) => {
-                    close = Some((CLOSE_POLICY, "too many messages".into()));
-                    break;
+            incoming = stream.next() => {
+                if matches!(incoming, Some(Ok(_))) {
+                    last_heard = tokio::time::Instant::now();
                 }
-                Some(Ok(Message::Text(text))) => match parse_client_message(text.as_str()) {
-                    Ok(message) => {
-                        let leaving = message == ClientMessage::Leave {};
-                        if commands.send(HubCommand::Message { id, message }).await.is_err() || leaving {
-                            break;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::info!(connection = id, %error, "closing signaling connection");
-                        let code = if error == ProtocolError::TooLarge { CLOSE_TOO_BIG } else { CLOSE_POLICY };
-                        close = Some((code, error.to_string()));
+                match incoming {
+                    Some(Ok(Message::Text(_))) if !budget.take(Instant::now()) => {
+                        close = Some((CLOSE_POLICY, "too many messages".into()));
                         break;
                     }
-                },
-                Some(Ok(Message::Binary(_))) => {
-                    close = Some((CLOSE_POLICY, "binary messages are not part of the protocol".into()));
+                    Some(Ok(Message::Text(text))) => match parse_client_message(text.as_str()) {
+                        Ok(message) => {
+                            let leaving = message == ClientMessage::Leave {};
+                            if commands.send(HubCommand::Message { id, message }).await.is_err() || leaving {
+                                break;
+                            }
+                        }
+                        Err(error) => {
+                            tracing::info!(connection = id, %error, "closing signaling connection");
+                            let code = if error == ProtocolError::TooLarge { CLOSE_TOO_BIG } else { CLOSE_POLICY };
+                            close = Some((code, error.to_string()));
+                            break;
+                        }
+                    },
+                    Some(Ok(Message::Binary(_))) => {
+                        close = Some((CLOSE_POLICY, "binary messages are not part of the protocol".into()));
+                        break;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(error)) => {
+                        tracing::debug!(connection = id, %error, "signaling read error");
+                        close = Some((CLOSE_POLICY, "unreadable message (too large or not WebSocket)".into()));
+                        break;
+                    }
+                }
+            }
+            _ = keepalive.tick() => {
+                if last_heard.elapsed() > IDLE_LIMIT {
+                    tracing::info!(connection = id, "signaling connection silent; closing");
+                    close = Some((CLOSE_GOING_AWAY, "no answer to pings".into()));
                     break;
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Err(error)) => {
-                    tracing::debug!(connection = id, %error, "signaling read error");
-                    close = Some((CLOSE_TOO_BIG, "message too large".into()));
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
                     break;
                 }
-            },
+            }
             outgoing = from_hub.recv() => match outgoing {
                 Some(Outbound::Message(message)) => {
                     if sink.send(Message::Text(message.to_json().into())).await.is_err() {

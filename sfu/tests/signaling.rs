@@ -56,6 +56,38 @@ async fn an_address_guessing_pins_is_stopped_across_connections() {
     service.shutdown().await;
 }
 
+/// The browser's network vanished without a TCP reset, so it answers no pings. Real time:
+/// the server pings every 15 s and gives up after 45 s of silence, so this takes about 60 s.
+#[tokio::test]
+async fn a_silent_connection_is_closed_and_its_participant_leaves() {
+    let service = start(ROOMS).await;
+    let mut watcher = connect(&service).await;
+    assert_eq!(join(&mut watcher, "giao-ban", "UBND tỉnh", "135790").await["type"], "welcome");
+    let mut silent = connect(&service).await;
+    let silent_id = join(&mut silent, "giao-ban", "Huyện A", "246810").await["you"].clone();
+    assert_eq!(receive(&mut watcher).await["type"], "joined");
+
+    // The watcher keeps reading, which answers pings; the silent one reads nothing.
+    let started = std::time::Instant::now();
+    let left = tokio::time::timeout(std::time::Duration::from_secs(90), async {
+        loop {
+            match futures_util::StreamExt::next(&mut watcher).await {
+                Some(Ok(Message::Text(text))) if text.contains("\"left\"") => return text.to_string(),
+                Some(Ok(_)) => {}
+                other => panic!("watcher connection ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the silent participant leaves within 90 s");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(40), "closed too early");
+    assert!(left.contains(&format!("\"participant\":{silent_id}")), "{left}");
+    // Its socket is closed (with code 1001 if the close frame gets through before the reset).
+    let (code, _) = closed(&mut silent).await;
+    assert!(code == 1001 || code == 0, "{code}");
+    service.shutdown().await;
+}
+
 #[tokio::test]
 async fn malformed_and_oversized_messages_close_with_a_reason() {
     let service = start(ROOMS).await;
