@@ -76,6 +76,10 @@ pub(crate) fn router(state: WebState) -> Router {
             "/assets/room.js",
             get(|| async { asset("text/javascript; charset=utf-8", include_str!("../../web/room.js")) }),
         )
+        .route(
+            "/assets/view.js",
+            get(|| async { asset("text/javascript; charset=utf-8", include_str!("../../web/view.js")) }),
+        )
         .route("/api/rooms", get(list_rooms))
         .route("/api/rooms/{room}", get(room_details))
         .route("/ws", get(upgrade))

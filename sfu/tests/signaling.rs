@@ -226,7 +226,15 @@ sites = ["UBND tỉnh"]
 async fn pages_are_served_without_external_resources() {
     let service = start(ROOMS).await;
     let address = service.page_address().unwrap();
-    for path in ["/", "/r/giao-ban", "/assets/room.js", "/assets/i18n.js", "/assets/style.css"] {
+    for path in [
+        "/",
+        "/r/giao-ban",
+        "/assets/room.js",
+        "/assets/view.js",
+        "/assets/i18n.js",
+        "/assets/index.js",
+        "/assets/style.css",
+    ] {
         let body = http_get(address, path).await;
         assert!(body.starts_with("HTTP/1.1 200"), "{path}: {body}");
         assert!(!body.contains("http://") && !body.contains("https://"), "{path} refers to another site");
