@@ -17,7 +17,7 @@ use crate::catalog::Catalog;
 use crate::engine::{self, Action, Transport};
 use crate::forward::Forwarder;
 use crate::limits::{RateLimiter, Verdict};
-use crate::stats::Stats;
+use crate::stats::{Stats, Tally};
 use crate::transfer;
 use crate::wire;
 
@@ -130,6 +130,7 @@ pub fn udp_worker(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
             let outgoing: [Option<&[u8]>; BATCH] =
                 std::array::from_fn(|index| (index < count && send[index]).then(|| answers[index].as_slice()));
             batch.send(&socket, &outgoing);
+            worker.flush();
         }
     }
     #[cfg(not(target_os = "linux"))]
@@ -148,6 +149,7 @@ pub fn udp_worker(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
             if worker.answer(&buffer[..length], peer, &mut out) {
                 let _ = socket.send_to(&out, peer);
             }
+            worker.flush();
         }
     }
 }
@@ -171,13 +173,27 @@ struct UdpWorker {
     catalog: Arc<Catalog>,
     limiter: RateLimiter,
     started: Instant,
+    tally: Tally,
 }
 
 impl UdpWorker {
     fn new(socket: Arc<UdpSocket>, shared: Arc<Shared>) -> UdpWorker {
         let generation = shared.generation.load(Ordering::Acquire);
         let catalog = shared.current();
-        UdpWorker { socket, shared, generation, catalog, limiter: RateLimiter::default(), started: Instant::now() }
+        UdpWorker {
+            socket,
+            shared,
+            generation,
+            catalog,
+            limiter: RateLimiter::default(),
+            started: Instant::now(),
+            tally: Tally::default(),
+        }
+    }
+
+    /// Hands the counts of the last batch to the metrics.
+    fn flush(&mut self) {
+        self.tally.flush(&self.shared.stats);
     }
 
     /// Picks up a reloaded catalog (one atomic load when nothing changed).
@@ -194,7 +210,7 @@ impl UdpWorker {
     fn answer(&mut self, packet: &[u8], peer: SocketAddr, out: &mut Vec<u8>) -> bool {
         let shared = &self.shared;
         let outcome = engine::handle(&self.catalog, packet, peer.ip(), Transport::Udp, out);
-        shared.stats.query(outcome.qtype);
+        self.tally.query(outcome.qtype);
         match outcome.action {
             Action::Reply => {
                 let policy = &self.catalog.policy;
@@ -207,7 +223,7 @@ impl UdpWorker {
                         return false;
                     }
                 }
-                shared.stats.response(outcome.rcode, outcome.truncated);
+                self.tally.response(outcome.rcode, outcome.truncated);
                 true
             }
             Action::Drop | Action::Transfer(_) => false,
