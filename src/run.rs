@@ -60,15 +60,22 @@ async fn serve(config_path: Option<PathBuf>, config: Arc<Config>) -> anyhow::Res
     let mut hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut terminations = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupts = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let reloader = Reloader {
+        config_path: config_path.as_deref(),
+        current: &current,
+        services: &services,
+        certificates: &certificates,
+        resolver: &resolver,
+    };
     loop {
         tokio::select! {
             _ = hangups.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
-                let _ = reload(config_path.as_deref(), &current, &services, &certificates, &resolver).await;
+                let _ = reloader.reload().await;
             }
             Some(request) = reload_requests.recv() => {
                 tracing::info!("admin endpoint: reloading the config");
-                let result = reload(config_path.as_deref(), &current, &services, &certificates, &resolver).await;
+                let result = reloader.reload().await;
                 let _ = request.reply.send(result);
             }
             _ = terminations.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
@@ -82,49 +89,48 @@ async fn serve(config_path: Option<PathBuf>, config: Arc<Config>) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
-/// Re-reads the config and certificate. A broken config is logged line by line with the
-/// same messages as `lienthong check`, and the running config stays in force.
-async fn reload(
-    config_path: Option<&Path>,
-    current: &RwLock<Arc<Config>>,
-    services: &RwLock<Services>,
-    certificates: &Certificates,
-    resolver: &Arc<dyn ResolvesServerCert>,
-) -> Result<(), Vec<String>> {
-    let result = try_reload(config_path, current, services, certificates, resolver).await;
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    metrics::counter!("lienthong_config_reloads_total", "result" => outcome).increment(1);
-    match &result {
-        Ok(()) => tracing::info!("config reloaded"),
-        Err(problems) => {
-            for problem in problems {
-                tracing::error!(problem = %problem, "reload refused; the previous config stays in force");
-            }
-        }
-    }
-    result
+/// What a reload touches: the file, the config in force, the services and the certificate.
+struct Reloader<'a> {
+    config_path: Option<&'a Path>,
+    current: &'a RwLock<Arc<Config>>,
+    services: &'a RwLock<Services>,
+    certificates: &'a Certificates,
+    resolver: &'a Arc<dyn ResolvesServerCert>,
 }
 
-async fn try_reload(
-    config_path: Option<&Path>,
-    current: &RwLock<Arc<Config>>,
-    services: &RwLock<Services>,
-    certificates: &Certificates,
-    resolver: &Arc<dyn ResolvesServerCert>,
-) -> Result<(), Vec<String>> {
-    let config = Arc::new(crate::load_checked(config_path)?);
-    let old = current.read().await.clone();
-    if config.admin.listen != old.admin.listen {
-        tracing::warn!(old = %old.admin.listen, new = %config.admin.listen, "admin.listen changes take effect on restart");
+impl Reloader<'_> {
+    /// Re-reads the config and certificate. A broken config is logged line by line with the
+    /// same messages as `lienthong check`, and the running config stays in force.
+    async fn reload(&self) -> Result<(), Vec<String>> {
+        let result = self.try_reload().await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("lienthong_config_reloads_total", "result" => outcome).increment(1);
+        match &result {
+            Ok(()) => tracing::info!("config reloaded"),
+            Err(problems) => {
+                for problem in problems {
+                    tracing::error!(problem = %problem, "reload refused; the previous config stays in force");
+                }
+            }
+        }
+        result
     }
-    if config.server.state_dir != old.server.state_dir {
-        tracing::warn!("server.state_dir changes take effect on restart");
+
+    async fn try_reload(&self) -> Result<(), Vec<String>> {
+        let config = Arc::new(crate::load_checked(self.config_path)?);
+        let old = self.current.read().await.clone();
+        if config.admin.listen != old.admin.listen {
+            tracing::warn!(old = %old.admin.listen, new = %config.admin.listen, "admin.listen changes take effect on restart");
+        }
+        if config.server.state_dir != old.server.state_dir {
+            tracing::warn!("server.state_dir changes take effect on restart");
+        }
+        let key = certificates::load(&config).map_err(|error| vec![format!("certificate: {error:#}")])?;
+        self.certificates.replace(key);
+        self.services.write().await.apply(&config, self.resolver).await.map_err(|error| vec![format!("{error:#}")])?;
+        *self.current.write().await = config;
+        Ok(())
     }
-    let key = certificates::load(&config).map_err(|error| vec![format!("certificate: {error:#}")])?;
-    certificates.replace(key);
-    services.write().await.apply(&config, resolver).await.map_err(|error| vec![format!("{error:#}")])?;
-    *current.write().await = config;
-    Ok(())
 }
 
 /// Tells the operator what listens where.
