@@ -295,6 +295,18 @@ test('the chair gives the floor to a site for everyone', async () => {
   await waitFor('the spotlight to end', () => pages.a.$eval('#tiles', (tiles) => !tiles.classList.contains('spotlight')));
 });
 
+test('the chair locks the room and a newcomer is told so', async () => {
+  await pages.chair.click('#toggle-lock');
+  await waitFor('the locked badge', () => pages.a.isVisible('#locked-badge'));
+  const late = await openPage();
+  await fillJoin(late, 'Người đến muộn', 'Huyện B', PIN);
+  await late.waitForSelector('#join-error:not([hidden])');
+  assert.equal(await late.textContent('#join-error'), 'Chủ trì đã khoá phòng họp.');
+  await late.context().close();
+  await pages.chair.click('#toggle-lock');
+  await waitFor('the room to open again', () => pages.a.isHidden('#locked-badge'));
+});
+
 test('after its connection drops a page rejoins by itself and says so', async () => {
   const { ids } = pages;
   await pages.a.evaluate(() => window.lienthong.state.ws.close());
