@@ -177,12 +177,15 @@ impl Hub {
                     }
                     return;
                 }
+                let (room, site) = (request.room.clone(), request.site.clone());
                 match self.rooms.join(now, id, request) {
                     Ok(out) => {
+                        tracing::info!(participant = id, %address, room, site, "joined");
                         self.deliver(now, out);
                         self.publish_summaries();
                     }
                     Err(reason) => {
+                        tracing::info!(connection = id, %address, room = ?room, reason = reason.message(), "join refused");
                         self.send(id, ServerMessage::refused(reason));
                         let Some(connection) = self.connections.get_mut(&id) else {
                             return;
@@ -395,6 +398,9 @@ impl Hub {
     }
 
     fn remove_participant(&mut self, now: Instant, id: ParticipantId) {
+        if let Some(room) = self.rooms.room_of(id) {
+            tracing::info!(participant = id, room, "left");
+        }
         let others = self.rooms.peers(id);
         let out = self.rooms.leave(now, id);
         for other in others {
