@@ -2,7 +2,7 @@
 // cameras and microphones, all on loopback.
 //
 // Run: tests/browser/run.sh (installs Chromium and playwright-core when missing).
-// LIENTHONG_BIN overrides the binary (default: target/debug/lienthong);
+// LIENTHONG_BIN (or LIENTHONG_BINARY) overrides the binary (default: target/debug/lienthong);
 // CHROMIUM overrides the browser (default: /usr/bin/chromium);
 // SCREENSHOT_DIR keeps the screenshots (default: a temporary directory).
 
@@ -18,7 +18,7 @@ import dgram from 'node:dgram';
 import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const binary = process.env.LIENTHONG_BIN || resolve(here, '../../target/debug/lienthong');
+const binary = process.env.LIENTHONG_BIN || process.env.LIENTHONG_BINARY || resolve(here, '../../target/debug/lienthong');
 const browserPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const ROOM = 'giao-ban';
 const PIN = '246810';
