@@ -2,7 +2,7 @@
 //! port. Signaling connections talk to it through a bounded channel, so all conference state
 //! lives in one place without locks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -70,6 +70,10 @@ pub(crate) struct Hub {
     connections: HashMap<ParticipantId, Connection>,
     peers: HashMap<ParticipantId, Peer>,
     timeouts: HashMap<ParticipantId, Instant>,
+    /// Sessions that got input or media to send since they were last polled. Only these
+    /// and those whose timeout fell due are polled, so a packet costs one poll, not one
+    /// per participant.
+    dirty: HashSet<ParticipantId>,
     /// Which session a remote address belongs to, so most packets skip the `accepts` scan.
     routes: HashMap<(Protocol, SocketAddr), ParticipantId>,
     port: MediaPort,
@@ -93,6 +97,7 @@ impl Hub {
             connections: HashMap::new(),
             peers: HashMap::new(),
             timeouts: HashMap::new(),
+            dirty: HashSet::new(),
             routes: HashMap::new(),
             port,
             crypto,
@@ -208,11 +213,14 @@ impl Hub {
                 let Some(peer) = self.peers.get_mut(&id) else {
                     return;
                 };
-                match peer.accept_answer(&sdp) {
+                let result = peer.accept_answer(&sdp);
+                self.dirty.insert(id);
+                match result {
                     Ok(opened) => {
                         for (origin, mid) in opened {
                             if let Some(publisher) = self.peers.get_mut(&origin) {
                                 publisher.request_keyframe(now, mid, str0m::media::KeyframeRequestKind::Pli);
+                                self.dirty.insert(origin);
                             }
                         }
                     }
@@ -265,7 +273,9 @@ impl Hub {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        match peer.accept_offer(sdp, screen_mid) {
+        let result = peer.accept_offer(sdp, screen_mid);
+        self.dirty.insert(id);
+        match result {
             Ok(Some(answer)) => self.send(id, ServerMessage::Answer { sdp: answer }),
             Ok(None) => tracing::debug!(participant = id, "offers crossed; the browser will retry"),
             Err(reason) => self.fail(now, id, &reason),
@@ -291,6 +301,7 @@ impl Hub {
         self.routes.insert(key, id);
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.handle_input(input);
+            self.dirty.insert(id);
         }
     }
 
@@ -298,25 +309,35 @@ impl Hub {
     /// when the next session timeout falls due.
     fn drive(&mut self, now: Instant) -> Instant {
         for round in 0..MAX_ROUNDS {
+            let timeouts = &self.timeouts;
+            let dirty = &self.dirty;
+            let due: Vec<ParticipantId> = self
+                .peers
+                .keys()
+                .copied()
+                .filter(|id| dirty.contains(id) || timeouts.get(id).is_none_or(|due| *due <= now))
+                .collect();
+            self.dirty.clear();
+            if due.is_empty() {
+                break;
+            }
             let mut produced: Vec<(ParticipantId, Propagated)> = Vec::new();
             let port = &self.port;
-            for peer in self.peers.values_mut() {
-                if self.timeouts.get(&peer.id).is_none_or(|due| *due <= now) {
+            for id in due {
+                let Some(peer) = self.peers.get_mut(&id) else { continue };
+                if self.timeouts.get(&id).is_none_or(|due| *due <= now) {
                     peer.handle_input(Input::Timeout(now));
                 }
                 let mut events = Vec::new();
-                let due = peer.poll(
+                let next = peer.poll(
                     now,
                     &mut |packet| port.send(packet.proto, packet.source, packet.destination, &packet.contents),
                     &mut events,
                 );
-                self.timeouts.insert(peer.id, due);
-                produced.extend(events.into_iter().map(|event| (peer.id, event)));
+                self.timeouts.insert(id, next);
+                produced.extend(events.into_iter().map(|event| (id, event)));
             }
-            if produced.is_empty() {
-                break;
-            }
-            if round == MAX_ROUNDS - 1 {
+            if round == MAX_ROUNDS - 1 && !produced.is_empty() {
                 tracing::debug!("media work left for the next wake-up");
             }
             for (id, event) in produced {
@@ -326,7 +347,11 @@ impl Hub {
         let offers: Vec<(ParticipantId, String)> =
             self.peers.values_mut().filter_map(|peer| peer.offer_if_needed(now).map(|sdp| (peer.id, sdp))).collect();
         for (id, sdp) in offers {
+            self.dirty.insert(id);
             self.send(id, ServerMessage::Offer { sdp });
+        }
+        if !self.dirty.is_empty() {
+            return now + Duration::from_millis(1);
         }
         let soonest = self.timeouts.values().min().copied();
         soonest.unwrap_or(now + Duration::from_secs(1)).max(now + Duration::from_millis(1))
@@ -353,11 +378,11 @@ impl Hub {
                 let packets = (**data.seq_range.end()).saturating_sub(**data.seq_range.start()) + 1;
                 let mut receivers = 0u64;
                 for other in self.rooms.peers(id) {
-                    if let Some(peer) = self.peers.get_mut(&other)
-                        && peer.forward(id, &data)
-                    {
+                    let Some(peer) = self.peers.get_mut(&other) else { continue };
+                    if peer.forward(id, &data) {
                         receivers += 1;
                     }
+                    self.dirty.insert(other);
                 }
                 if receivers > 0
                     && let Some(room) = self.rooms.room_of(id)
@@ -371,6 +396,7 @@ impl Hub {
                     && let Some(publisher) = self.peers.get_mut(&origin)
                 {
                     publisher.request_keyframe(now, origin_mid, kind);
+                    self.dirty.insert(origin);
                 }
             }
             Propagated::Failed => self.fail(now, id, "media connection lost"),
@@ -412,6 +438,7 @@ impl Hub {
             peer.rtc.disconnect();
         }
         self.timeouts.remove(&id);
+        self.dirty.remove(&id);
         self.routes.retain(|_, owner| *owner != id);
         self.deliver(now, out);
         self.publish_summaries();
