@@ -14,12 +14,15 @@ SUDO=""
 # command the tests run -> Debian package that provides it
 declare -A PROVIDES=(
   [chromium]=chromium [swaks]=swaks [nsd]=nsd [dig]=bind9-dnsutils [kdig]=knot-dnsutils
-  [smtp-sink]=postfix [ip]=iproute2 [openssl]=openssl [node]=nodejs [npm]=npm
+  [smtp-sink]=postfix [ip]=iproute2 [perl-ssl]=libio-socket-ssl-perl [openssl]=openssl [node]=nodejs [npm]=npm
 )
 missing=()
 for command in "${!PROVIDES[@]}"; do
+  [[ $command == perl-ssl ]] && continue
   command -v "$command" >/dev/null 2>&1 || [[ -x /usr/sbin/$command ]] || missing+=("${PROVIDES[$command]}")
 done
+# swaks needs these Perl modules for STARTTLS and implicit TLS.
+perl -MIO::Socket::SSL -MNet::SSLeay -e1 2>/dev/null || missing+=(libio-socket-ssl-perl libnet-ssleay-perl)
 if ((${#missing[@]})); then
   echo "== installing ${missing[*]}"
   # Postfix: install with no configuration so nothing starts listening on port 25.
