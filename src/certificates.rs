@@ -57,29 +57,16 @@ fn generate_self_signed(config: &Config, directory: &Path, files: &TlsFiles) -> 
     names.dedup();
     let generated =
         rcgen::generate_simple_self_signed(names.clone()).context("generating a self-signed certificate")?;
-    std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
-    write_private(&files.key, generated.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&files.cert, generated.cert.pem()).with_context(|| format!("writing {}", files.cert.display()))?;
+    lienthong_config::state::create_private_dir(directory)
+        .with_context(|| format!("creating {}", directory.display()))?;
+    for (path, contents) in [(&files.key, generated.signing_key.serialize_pem()), (&files.cert, generated.cert.pem())] {
+        lienthong_config::state::write_private(path, contents.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     tracing::warn!(
         cert = %files.cert.display(),
         names = ?names,
         "no tls_cert configured: generated a self-signed certificate; clients will warn until you set server.tls_cert"
     );
-    Ok(())
-}
-
-/// Writes a private key readable by the owner only.
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.write_all(contents).with_context(|| format!("writing {}", path.display()))?;
-    file.sync_all().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

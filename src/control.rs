@@ -1,5 +1,6 @@
 //! Commands that act on the running instance through its loopback admin endpoint:
-//! `reload` and `queue ...`. A tiny HTTP/1.1 client is enough for one loopback request.
+//! `reload` and `queue ...`. A tiny HTTP/1.1 client is enough for one loopback request; it
+//! presents the admin token from the config's `server.state_dir`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -62,6 +63,34 @@ pub fn queue_remove(config: &Config, id: &str) -> anyhow::Result<ExitCode> {
     print_reply(request(config, "DELETE", &format!("/queue/{}", path_segment(id)?))?)
 }
 
+pub fn dkim_rotate(config: &Config, domain: &str) -> anyhow::Result<ExitCode> {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    if domain.is_empty() || !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+        anyhow::bail!("`{domain}` is not a domain name (expected one of [[mail.domain]] name)");
+    }
+    print_reply(request(config, "POST", &format!("/mail/dkim/{domain}/rotate"))?)
+}
+
+/// Reads the audit files in `state_dir` directly (the instance need not be running).
+pub fn mail_trace(config: &Config, needle: String, since: Option<String>) -> anyhow::Result<ExitCode> {
+    use lienthong_mailrelay::audit;
+    if let Some(since) = &since
+        && !audit::is_day(since)
+    {
+        anyhow::bail!("--since {since}: expected a UTC day as YYYY-MM-DD");
+    }
+    let directory = audit::directory(&config.server.state_dir);
+    let query = audit::TraceQuery { needle, since };
+    let text = audit::trace(&directory, &query)
+        .with_context(|| format!("reading the mail audit log in {}", directory.display()))?;
+    if text.is_empty() {
+        eprintln!("no accepted message matches {} in {}", query.needle.escape_debug(), directory.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn path_segment(id: &str) -> anyhow::Result<&str> {
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
         anyhow::bail!("`{id}` is not a queue id (expected the ID column of `lienthong queue list`)");
@@ -82,11 +111,16 @@ fn print_reply((status, body): (u16, String)) -> anyhow::Result<ExitCode> {
 /// One request to the admin endpoint named in the config; returns status and body.
 fn request(config: &Config, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let address = config.admin.listen;
+    let token = crate::admin_access::read_token(&config.server.state_dir)?;
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).with_context(|| {
         format!("cannot reach the running lienthong at {address} (admin.listen); is it running with this config?")
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    )?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).context("reading the admin endpoint's reply")?;
     let response = String::from_utf8_lossy(&response);

@@ -1,6 +1,7 @@
 //! The `lienthong` binary: parse flags, load the config, build the services, run until a signal.
 
 mod admin;
+mod admin_access;
 mod certificates;
 mod control;
 mod logging;
@@ -63,6 +64,13 @@ enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+    /// Mail relay tools.
+    Mail {
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: MailAction,
+    },
     /// DNS tools.
     Dns {
         #[command(subcommand)]
@@ -83,9 +91,48 @@ enum QueueAction {
 }
 
 #[derive(Debug, Subcommand)]
+enum MailAction {
+    /// DKIM keys of the local domains.
+    Dkim {
+        #[command(subcommand)]
+        action: DkimAction,
+    },
+    /// A message's whole story from the audit log: acceptance and every delivery attempt.
+    Trace {
+        /// A Message-ID (with or without <>) or an envelope sender or recipient address.
+        needle: String,
+        /// Only audit files of this UTC day (YYYY-MM-DD) and later.
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DkimAction {
+    /// New keys under a new selector; the old one stays published while its mail is in flight.
+    Rotate { domain: String },
+}
+
+#[derive(Debug, Subcommand)]
 enum DnsAction {
     /// Print every record the DNS service will serve, derived ones included.
     Records {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the DS records of a signed zone, to give the parent registry (creates the keys
+    /// when the zone has none yet).
+    Ds {
+        zone: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Start a KSK rollover of a signed zone (a new KSK joins; CDS/CDNSKEY name it), or
+    /// with --finish end it once the parent has the new DS. Reload to apply.
+    RollKsk {
+        zone: String,
+        #[arg(long)]
+        finish: bool,
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -127,10 +174,30 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 QueueAction::Remove { id } => control::queue_remove(&config, &id),
             }
         }
+        Command::Mail { config, action: MailAction::Dkim { action: DkimAction::Rotate { domain } } } => {
+            let config = load_or_exit(config.as_deref())?;
+            control::dkim_rotate(&config, &domain)
+        }
+        Command::Mail { config, action: MailAction::Trace { needle, since } } => {
+            let config = load_or_exit(config.as_deref())?;
+            control::mail_trace(&config, needle, since)
+        }
         Command::Dns { action: DnsAction::Records { config } } => {
             let config = load_or_exit(config.as_deref())?;
             let published = services::published_records(&config);
             print!("{}", lienthong_dns::render_records(&config, &published)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dns { action: DnsAction::Ds { zone, config } } => {
+            let config = load_or_exit(config.as_deref())?;
+            for line in lienthong_dns::ds_records(&config, &zone)? {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dns { action: DnsAction::RollKsk { zone, finish, config } } => {
+            let config = load_or_exit(config.as_deref())?;
+            println!("{}", lienthong_dns::roll_ksk(&config, &zone, finish)?);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -139,8 +206,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 /// `lienthong check`: every problem, one per line, exit 2; or a short confirmation.
 fn check(path: &Path) -> ExitCode {
     match load_checked(Some(path)) {
-        Ok(_) => {
+        Ok(config) => {
+            // Warnings do not refuse the config; they name what it would publish by mistake.
+            for warning in services::warnings(&config) {
+                eprintln!("{warning}");
+            }
             println!("{}: ok", path.display());
+            let ports = lienthong_sfu::port_report(&config);
+            if !ports.needs.is_empty() {
+                println!("conference ports (let these through the firewall):");
+                for need in &ports.needs {
+                    println!("  {need}");
+                }
+            }
+            for warning in &ports.warnings {
+                eprintln!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(problems) => {

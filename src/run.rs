@@ -35,15 +35,39 @@ async fn serve(config_path: Option<PathBuf>, config: Arc<Config>) -> anyhow::Res
     metrics::gauge!("lienthong_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 
     let state_dir = &config.server.state_dir;
-    std::fs::create_dir_all(state_dir).with_context(|| format!("creating server.state_dir {}", state_dir.display()))?;
+    let tightened = lienthong_config::state::create_private_dir(state_dir)
+        .with_context(|| format!("creating server.state_dir {}", state_dir.display()))?;
+    if let Some(mode) = tightened {
+        tracing::warn!(path = %state_dir.display(), old_mode = format!("{mode:o}"), "server.state_dir was readable by others; made it 0700");
+    }
+    match lienthong_config::state::tighten_tree(state_dir) {
+        Ok(0) => {}
+        Ok(count) => {
+            tracing::warn!(path = %state_dir.display(), count, "state files were readable by others; made them owner-only")
+        }
+        Err(error) => tracing::warn!(path = %state_dir.display(), %error, "cannot check the state files' permissions"),
+    }
     let certificates = Arc::new(Certificates::new(certificates::load(&config)?));
     let resolver: Arc<dyn ResolvesServerCert> = certificates.clone();
 
     let services = Arc::new(RwLock::new(Services::start(&config, &resolver).await?));
     let current = Arc::new(RwLock::new(config.clone()));
     let (reload_sender, mut reload_requests) = mpsc::channel::<ReloadRequest>(4);
-    let admin_state =
-        AdminState { metrics, services: services.clone(), config: current.clone(), reloads: reload_sender };
+    let token = match crate::admin_access::load_or_create_token(state_dir) {
+        Ok(token) => Arc::<str>::from(token),
+        Err(error) => {
+            services.write().await.shutdown().await;
+            return Err(error);
+        }
+    };
+    let admin_state = AdminState {
+        metrics,
+        services: services.clone(),
+        config: current.clone(),
+        reloads: reload_sender,
+        listen: config.admin.listen,
+        token,
+    };
     let admin_task = match admin::serve(config.admin.listen, admin_state).await {
         Ok(task) => task,
         Err(error) => {
@@ -52,7 +76,9 @@ async fn serve(config_path: Option<PathBuf>, config: Arc<Config>) -> anyhow::Res
         }
     };
     let pid_file = state_dir.join("lienthong.pid");
-    if let Err(error) = std::fs::write(&pid_file, format!("{}\n", std::process::id())) {
+    if let Err(error) =
+        lienthong_config::state::write_private(&pid_file, format!("{}\n", std::process::id()).as_bytes())
+    {
         tracing::warn!(path = %pid_file.display(), %error, "cannot write the pid file");
     }
     print_listeners(&config, config_path.as_deref());
@@ -67,8 +93,15 @@ async fn serve(config_path: Option<PathBuf>, config: Arc<Config>) -> anyhow::Res
         certificates: &certificates,
         resolver: &resolver,
     };
+    let mut republish = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         tokio::select! {
+            _ = republish.tick() => {
+                let config = current.read().await.clone();
+                if let Err(error) = services.write().await.republish(&config).await {
+                    tracing::warn!(error = format!("{error:#}"), "cannot republish DNS records");
+                }
+            }
             _ = hangups.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
                 let _ = reloader.reload().await;

@@ -20,6 +20,8 @@ pub struct Services {
     pub dns: Option<DnsService>,
     pub mail: Option<MailService>,
     pub conference: Option<ConferenceService>,
+    /// The records DNS was last given (see [`Services::republish`]).
+    published: Vec<String>,
 }
 
 impl Services {
@@ -40,7 +42,11 @@ impl Services {
         config: &Arc<Config>,
         certificates: &Arc<dyn ResolvesServerCert>,
     ) -> anyhow::Result<()> {
+        if config.mail.enabled {
+            lienthong_mailrelay::prepare_dkim(config).context("preparing the DKIM keys")?;
+        }
         let published = published_records(config);
+        self.published = published.clone();
         match (&self.dns, config.dns.enabled) {
             (Some(dns), true) => dns.reload(config.clone(), published).await.context("reloading DNS")?,
             (None, true) => {
@@ -85,6 +91,20 @@ impl Services {
             }
             (None, false) => {}
         }
+        Ok(())
+    }
+
+    /// Hands DNS the published records again if they changed: after a DKIM rotation, and
+    /// when a retired selector's mail can no longer be in flight (checked hourly).
+    pub async fn republish(&mut self, config: &Arc<Config>) -> anyhow::Result<()> {
+        let published = published_records(config);
+        if published == self.published {
+            return Ok(());
+        }
+        if let Some(dns) = &self.dns {
+            dns.reload(config.clone(), published.clone()).await.context("republishing DNS records")?;
+        }
+        self.published = published;
         Ok(())
     }
 
@@ -138,8 +158,15 @@ pub fn check(config: &Config) -> Vec<String> {
     lienthong_dns::check(config)
 }
 
+/// What `lienthong check` warns about without refusing the config.
+pub fn warnings(config: &Config) -> Vec<String> {
+    lienthong_dns::warnings(config)
+}
+
 /// Records other services ask DNS to publish (the mail relay's DKIM keys).
 pub fn published_records(config: &Config) -> Vec<String> {
-    let _ = config;
-    Vec::new()
+    if !config.mail.enabled {
+        return Vec::new();
+    }
+    lienthong_mailrelay::dkim_records(config)
 }

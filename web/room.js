@@ -30,7 +30,22 @@ const state = {
   reconnectAttempt: 0,
   reconnecting: false,
   disconnectedTimer: null,
+  cameraTransceiver: null,
+  activeLayers: null, // the camera's rids the server says anyone receives; null: all
+  layout: '', // the last layout sent, as JSON
+  audioOnly: false,
+  iceServers: [], // the embedded TURN server, with this participant's credential (from welcome)
+  path: null, // how our media travels: udp, tcp, turn-udp, turn-tcp, turn-tls
 };
+
+// The camera goes out in three simulcast layers, lowest first (docs/signaling.md): the
+// server gives each receiver the one its link and layout call for. The bitrates match the
+// server's nominal layer rates (sfu/src/layers.rs).
+const CAMERA_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+];
 
 // ---------------------------------------------------------------------------------------
 // Join form
@@ -141,6 +156,8 @@ async function handleMessage(message) {
     case 'offer': return serverOffer(message.sdp);
     case 'answer': return serverAnswer(message.sdp);
     case 'ended': return ended(message.reason);
+    case 'layers': state.activeLayers = message.active; return applyCameraLayers();
+    case 'bandwidth': return bandwidth(message);
     default: return undefined;
   }
 }
@@ -150,6 +167,8 @@ function welcome(message) {
   state.me = message.you;
   state.role = message.role;
   state.resume = message.resume;
+  state.iceServers = message.iceServers || [];
+  state.path = null;
   state.locked = message.locked;
   state.spotlight = message.spotlight;
   state.speaker = message.speaker;
@@ -174,6 +193,62 @@ function welcome(message) {
   sendMediaState();
   render();
 }
+
+// Pauses the camera layers nobody receives, and resumes them when someone does.
+async function applyCameraLayers() {
+  const transceiver = state.cameraTransceiver;
+  if (!transceiver || !state.activeLayers) return;
+  const parameters = transceiver.sender.getParameters();
+  if (!parameters.encodings || parameters.encodings.length === 0) return;
+  let changed = false;
+  for (const encoding of parameters.encodings) {
+    const active = !encoding.rid || state.activeLayers.includes(encoding.rid);
+    if (encoding.active !== active) { encoding.active = active; changed = true; }
+  }
+  if (!changed) return;
+  try { await transceiver.sender.setParameters(parameters); } catch (error) { console.warn('setParameters', error); }
+}
+
+// The server's estimate of our link cannot carry even the lowest video layer: it sends us
+// audio only until the link recovers, and we say so.
+function bandwidth(message) {
+  if (message.audio_only === state.audioOnly) return;
+  state.audioOnly = message.audio_only;
+  document.body.classList.toggle('audio-only', state.audioOnly);
+  if (state.audioOnly) banner(t('status.audio_only'));
+  else banner(t('status.video_back'), true);
+}
+
+// Tells the server how each remote camera is shown: large (the spotlight, the active
+// speaker, a big tile), as a thumbnail, or not at all (hidden or scrolled away), so it sends
+// each the layer it needs and nothing for what is not seen.
+function reportLayout() {
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN || state.me === null) return;
+  const high = [];
+  const low = [];
+  const viewport = { width: window.innerWidth, height: window.innerHeight };
+  for (const [id, tile] of state.tiles) {
+    if (id === state.me) continue;
+    const rect = tile.querySelector('video').getBoundingClientRect();
+    const visible = !document.hidden && rect.width > 0 && rect.height > 0 && rect.bottom > 0 && rect.right > 0
+      && rect.top < viewport.height && rect.left < viewport.width && !tile.hidden;
+    if (!visible) continue;
+    // By size on screen: the spotlight's tile is large on a desk screen, not on a phone.
+    const large = rect.width * (window.devicePixelRatio || 1) >= 400;
+    (large ? high : low).push(id);
+  }
+  // The spotlight and the active speaker first: on a thin link they get video first.
+  const first = (id) => (id === state.spotlight ? 0 : id === state.speaker ? 1 : 2);
+  high.sort((a, b) => first(a) - first(b));
+  low.sort((a, b) => first(a) - first(b));
+  const layout = JSON.stringify({ type: 'layout', high, low });
+  if (layout === state.layout) return;
+  state.layout = layout;
+  send({ type: 'layout', high, low });
+}
+window.addEventListener('resize', () => reportLayout());
+document.addEventListener('visibilitychange', () => reportLayout());
+setInterval(reportLayout, 2000);
 
 function refused(message) {
   if (state.me === null) {
@@ -239,7 +314,8 @@ function scheduleReconnect() {
 
 function startPeerConnection() {
   closePeerConnection();
-  const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+  // ICE prefers direct UDP, then ICE-TCP, then TURN (TCP/TLS on the page's port) by itself.
+  const pc = new RTCPeerConnection({ iceServers: state.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
   state.pc = pc;
   pc.onnegotiationneeded = () => makeOffer(pc);
   pc.ontrack = (event) => attachTrack(event);
@@ -252,7 +328,13 @@ function startPeerConnection() {
   const audio = state.localStream.getAudioTracks()[0];
   const video = state.localStream.getVideoTracks()[0];
   if (audio) { audio.enabled = state.microphone; pc.addTransceiver(audio, { direction: 'sendonly', streams: [state.localStream] }); }
-  if (video) { video.enabled = state.camera; pc.addTransceiver(video, { direction: 'sendonly', streams: [state.localStream] }); }
+  state.cameraTransceiver = null;
+  state.activeLayers = null;
+  state.layout = '';
+  if (video) {
+    video.enabled = state.camera;
+    state.cameraTransceiver = pc.addTransceiver(video, { direction: 'sendonly', streams: [state.localStream], sendEncodings: CAMERA_LAYERS.map((layer) => ({ ...layer })) });
+  }
   // With nothing to send, still open the connection so we receive the others.
   if (!audio && !video) pc.addTransceiver('audio', { direction: 'recvonly' });
   state.screenTransceiver = null;
@@ -454,28 +536,103 @@ function removeParticipant(id) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Which path our media took (the selected ICE candidate pair), reported to the server so
+// the chair sees every site's path on its tile.
+
+async function mediaPath() {
+  const pc = state.pc;
+  if (!pc) return null;
+  const report = await pc.getStats();
+  let pair = null;
+  report.forEach((stats) => {
+    if (stats.type === 'transport' && stats.selectedCandidatePairId) pair = report.get(stats.selectedCandidatePairId);
+  });
+  if (!pair) return null;
+  const local = report.get(pair.localCandidateId);
+  if (!local) return null;
+  if (local.candidateType === 'relay') {
+    const relay = ['udp', 'tcp', 'tls'].includes(local.relayProtocol) ? local.relayProtocol : 'udp';
+    return { path: 'turn-' + relay, url: local.url || null };
+  }
+  return { path: local.protocol === 'tcp' ? 'tcp' : 'udp', url: null };
+}
+
+setInterval(async () => {
+  if (state.me === null || !state.pc) return;
+  const found = await mediaPath().catch(() => null);
+  if (found && found.path !== state.path) {
+    state.path = found.path;
+    send({ type: 'path', path: found.path });
+    render();
+  }
+}, 2000);
+
+// ---------------------------------------------------------------------------------------
 // For operators' diagnostics and the end-to-end tests: receive statistics per participant.
 
 async function receiveStats() {
   const result = {};
   for (const { participant, kind, receiver } of state.receivers) {
     if (!state.participants.has(participant)) continue;
-    const entry = result[participant] || (result[participant] = { framesDecoded: 0, audioBytesReceived: 0, screenFramesDecoded: 0 });
+    const entry = result[participant] || (result[participant] = { framesDecoded: 0, audioBytesReceived: 0, screenFramesDecoded: 0, frameWidth: 0, packetsReceived: 0, packetsLost: 0 });
     const report = await receiver.getStats();
     report.forEach((stats) => {
       if (stats.type !== 'inbound-rtp') return;
+      entry.packetsReceived += stats.packetsReceived || 0;
+      entry.packetsLost += stats.packetsLost || 0;
       if (kind === 'audio') entry.audioBytesReceived += stats.bytesReceived || 0;
-      else if (kind === 'video') entry.framesDecoded += stats.framesDecoded || 0;
+      else if (kind === 'video') {
+        entry.framesDecoded += stats.framesDecoded || 0;
+        entry.frameWidth = Math.max(entry.frameWidth, stats.frameWidth || 0);
+      }
       else entry.screenFramesDecoded += stats.framesDecoded || 0;
     });
   }
   return result;
 }
 
+// The connection indicator on each tile: how the media from that site reaches us (loss
+// and frame rate over the last two seconds); on our own tile, how the server's estimate of
+// our link reads (audio-only is poor).
+const previousReception = new Map();
+async function updateConnectionIndicators() {
+  if (state.me === null || !state.pc) return;
+  const current = await receiveStats().catch(() => ({}));
+  for (const [id, tile] of state.tiles) {
+    const dot = tile.querySelector('.connection');
+    let quality = 'unknown';
+    if (id === state.me) {
+      quality = state.audioOnly ? 'poor' : state.pc.connectionState === 'connected' ? 'good' : 'unknown';
+    } else if (current[id]) {
+      const now = current[id];
+      const before = previousReception.get(id);
+      previousReception.set(id, now);
+      if (before) {
+        const received = now.packetsReceived - before.packetsReceived;
+        const lost = Math.max(0, now.packetsLost - before.packetsLost);
+        const loss = received + lost > 0 ? lost / (received + lost) : 0;
+        const frames = now.framesDecoded - before.framesDecoded;
+        const participant = state.participants.get(id);
+        const expectsVideo = participant && participant.camera;
+        // Nothing at all from a site with its camera off is silence (only the loudest
+        // voices are forwarded), not a bad link.
+        if (received === 0) quality = expectsVideo ? 'poor' : 'unknown';
+        else if (loss > 0.08 || (expectsVideo && frames === 0)) quality = 'poor';
+        else if (loss > 0.02) quality = 'fair';
+        else quality = 'good';
+      }
+    }
+    dot.dataset.quality = quality;
+    dot.title = t('connection.' + quality);
+  }
+}
+setInterval(updateConnectionIndicators, 2000);
+
 window.lienthong = {
   state,
   send,
   receiveStats,
+  mediaPath,
   lastRefusal: () => lastRefusal,
   toggleScreen,
   setMicrophone,

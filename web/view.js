@@ -50,6 +50,12 @@ function render() {
     const cameraIcon = tile.querySelector('.camera-icon');
     cameraIcon.hidden = participant.camera;
     cameraIcon.textContent = t('tile.camera_off');
+    // The chair sees how each site's media arrives (and everyone sees their own).
+    const pathBadge = tile.querySelector('.path-badge');
+    const path = self ? state.path : participant.path;
+    pathBadge.hidden = !path || !(isChair || self);
+    pathBadge.dataset.path = path || '';
+    pathBadge.textContent = path ? t('path.' + path) : '';
     const video = tile.querySelector('video');
     const stream = self ? state.localStream : state.streams.get('p' + id);
     if (stream && video.srcObject !== stream) video.srcObject = stream;
@@ -85,6 +91,7 @@ function render() {
   const lockButton = element('toggle-lock');
   lockButton.hidden = !isChair;
   lockButton.textContent = state.locked ? t('controls.unlock') : t('controls.lock');
+  reportLayout();
 }
 
 let bannerTimer = null;

@@ -18,6 +18,9 @@ pub(crate) struct RawConference {
     tls: Option<bool>,
     hostname: Option<Spanned<String>>,
     media_port: Option<Spanned<u16>>,
+    ice_tcp: Option<bool>,
+    turn: Option<bool>,
+    turn_port: Option<Spanned<u16>>,
     #[serde(default)]
     room: Vec<RawRoom>,
 }
@@ -46,6 +49,13 @@ pub struct Conference {
     pub hostname: DomainName,
     /// One UDP port (and ICE-TCP on the same number) for all media.
     pub media_port: u16,
+    /// ICE-TCP on `media_port`, for networks that block only UDP.
+    pub ice_tcp: bool,
+    /// The embedded TURN server on `listen` (TURN over TLS when `tls`, and over plain TCP),
+    /// for networks that let only TCP to the page's port through.
+    pub turn: bool,
+    /// A dedicated TURN port (UDP and TCP) on `server.addresses`, for networks that allow it.
+    pub turn_port: Option<u16>,
     pub rooms: Vec<Room>,
 }
 
@@ -114,6 +124,19 @@ pub(crate) fn validate(raw: RawConference, server: &Server, context: &mut Contex
         }
         Some(value) => *value.get_ref(),
         None => 10000,
+    };
+
+    let turn_port = match &raw.turn_port {
+        Some(value) if *value.get_ref() == 0 || *value.get_ref() == media_port => {
+            context.error(
+                value.span(),
+                "conference.turn_port",
+                format!("{} (expected a fixed port other than media_port, e.g. 3478)", value.get_ref()),
+            );
+            None
+        }
+        Some(value) => Some(*value.get_ref()),
+        None => None,
     };
 
     let mut rooms = Vec::new();
@@ -191,5 +214,15 @@ pub(crate) fn validate(raw: RawConference, server: &Server, context: &mut Contex
         });
     }
 
-    Conference { enabled: raw.enabled.unwrap_or(true), listen, tls, hostname, media_port, rooms }
+    Conference {
+        enabled: raw.enabled.unwrap_or(true),
+        listen,
+        tls,
+        hostname,
+        media_port,
+        ice_tcp: raw.ice_tcp.unwrap_or(true),
+        turn: raw.turn.unwrap_or(true),
+        turn_port,
+        rooms,
+    }
 }

@@ -1,6 +1,6 @@
 //! `[dns]`: authoritative zones, views, forwarding and who may recurse.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,8 +29,13 @@ pub(crate) struct RawDns {
     rate_limit: Option<Spanned<i64>>,
     rate_limit_exempt: Option<Vec<Spanned<String>>>,
     tcp_max_connections: Option<Spanned<i64>>,
+    tcp_max_per_client: Option<Spanned<i64>>,
+    addresses: Option<Vec<Spanned<String>>>,
     tcp_idle_seconds: Option<Spanned<i64>>,
     cache_entries: Option<Spanned<i64>>,
+    validate: Option<bool>,
+    #[serde(default)]
+    trust_anchors: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +49,7 @@ struct RawZone {
     secondaries: Vec<Spanned<String>>,
     #[serde(default)]
     views: Vec<Spanned<String>>,
+    dnssec: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +64,7 @@ struct RawForward {
 struct RawView {
     name: Spanned<String>,
     clients: Vec<Spanned<String>>,
+    addresses: Option<Vec<Spanned<String>>>,
 }
 
 /// The DNS service's settings.
@@ -78,12 +85,22 @@ pub struct Dns {
     pub rate_limit: u32,
     /// Clients never rate limited. Default: loopback.
     pub rate_limit_exempt: Vec<IpNet>,
+    /// The appliance's addresses as published (derived A/AAAA records) to clients that match
+    /// no view. Default: `server.addresses`.
+    pub addresses: Vec<ApplianceAddress>,
     /// Open TCP connections at most; further connections wait for a free slot.
     pub tcp_max_connections: usize,
+    /// Open TCP connections per client (IPv4 address or IPv6 /64) at most; a client over it
+    /// has its new connection closed at once.
+    pub tcp_max_per_client: usize,
     /// A TCP connection with no complete query for this long is closed.
     pub tcp_idle_timeout: Duration,
     /// Entries in the forwarder's shared answer cache (positive and negative).
     pub cache_entries: usize,
+    /// Validate forwarded answers with DNSSEC (AD only for validated ones; bogus: SERVFAIL).
+    pub validate: bool,
+    /// Trust anchors besides the built-in root KSKs: DNSKEY records in zone-file syntax.
+    pub trust_anchors: Vec<InlineRecord>,
 }
 
 /// One authoritative zone.
@@ -99,6 +116,8 @@ pub struct Zone {
     pub secondaries: Vec<SocketAddr>,
     /// Views that see this zone; empty means every client.
     pub views: Vec<String>,
+    /// Sign every view's copy (ECDSA P-256, NSEC3), keys kept in `state_dir/dnssec/`.
+    pub dnssec: bool,
 }
 
 /// A record line from the config, with where it stands so the DNS service can point at it.
@@ -121,9 +140,55 @@ pub struct ForwardZone {
 pub struct View {
     pub name: String,
     pub clients: Vec<IpNet>,
+    /// The appliance's addresses as this view's clients reach it (its derived A/AAAA
+    /// records). Default: `server.addresses`.
+    pub addresses: Vec<ApplianceAddress>,
 }
 
-pub(crate) fn validate(raw: RawDns, _server: &Server, context: &mut Context<'_>) -> Dns {
+/// One address of the appliance as published in DNS, with where the operator wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplianceAddress {
+    pub address: IpAddr,
+    /// `FILE:LINE:COL: key.path` of the value (for warnings about it).
+    pub origin: String,
+}
+
+/// A list of appliance addresses at `path`, or `server.addresses` when absent.
+fn appliance_addresses(
+    context: &mut Context<'_>,
+    values: Option<&Vec<Spanned<String>>>,
+    path: &str,
+    server: &Server,
+) -> Vec<ApplianceAddress> {
+    let Some(values) = values else {
+        return server
+            .addresses
+            .iter()
+            .zip(&server.address_origins)
+            .map(|(address, origin)| ApplianceAddress { address: *address, origin: origin.clone() })
+            .collect();
+    };
+    let mut addresses: Vec<ApplianceAddress> = Vec::new();
+    for (index, value) in values.iter().enumerate() {
+        let Some(address) = context.ip(value, &format!("{path}[{index}]")) else { continue };
+        if address.is_unspecified() {
+            context.error(
+                value.span(),
+                format!("{path}[{index}]"),
+                "0.0.0.0 and :: cannot be reached (expected the appliance's address as these clients see it)",
+            );
+        } else if !addresses.iter().any(|known| known.address == address) {
+            addresses.push(ApplianceAddress {
+                address,
+                origin: format!("{}: {path}[{index}]", context.location(value.span())),
+            });
+        }
+    }
+    // An empty list is allowed: these clients get no A/AAAA for the appliance's names.
+    addresses
+}
+
+pub(crate) fn validate(raw: RawDns, server: &Server, context: &mut Context<'_>) -> Dns {
     let listen = match &raw.listen {
         None => vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1053)],
         Some(values) => values
@@ -166,11 +231,14 @@ pub(crate) fn validate(raw: RawDns, _server: &Server, context: &mut Context<'_>)
             .enumerate()
             .filter_map(|(client, value)| context.network(value, &format!("{path}.clients[{client}]")))
             .collect();
-        views.push(View { name, clients });
+        let addresses = appliance_addresses(context, raw_view.addresses.as_ref(), &format!("{path}.addresses"), server);
+        views.push(View { name, clients, addresses });
     }
 
     let mut zones = Vec::new();
     let mut zone_names: HashSet<(DomainName, Vec<String>)> = HashSet::new();
+    // Whether each zone name is signed: every view's copy of a name must agree (one DS).
+    let mut signed_names: HashMap<DomainName, bool> = HashMap::new();
     for (index, raw_zone) in raw.zone.iter().enumerate() {
         let path = format!("dns.zone[{index}]");
         let Some(name) = context.domain(&raw_zone.name, &format!("{path}.name")) else {
@@ -215,10 +283,21 @@ pub(crate) fn validate(raw: RawDns, _server: &Server, context: &mut Context<'_>)
                 format!("zone `{name}` is defined twice for the same views"),
             );
         }
+        let dnssec = raw_zone.dnssec.unwrap_or(false);
+        if *signed_names.entry(name.clone()).or_insert(dnssec) != dnssec {
+            context.error(
+                raw_zone.name.span(),
+                format!("{path}.dnssec"),
+                format!(
+                    "zone `{name}` is signed in one [[dns.zone]] and not in another: every view's copy of a zone \
+                     must set the same dnssec (the parent's DS covers them all)"
+                ),
+            );
+        }
         if raw_zone.file.is_none() && raw_zone.records.is_empty() {
             // A zone with neither is still served: it holds the SOA, NS and derived records.
         }
-        zones.push(Zone { name, file, records, secondaries, views: zone_views });
+        zones.push(Zone { name, file, records, secondaries, views: zone_views, dnssec });
     }
 
     let mut forward = Vec::new();
@@ -254,7 +333,21 @@ pub(crate) fn validate(raw: RawDns, _server: &Server, context: &mut Context<'_>)
     };
     let tcp_max_connections =
         bounded(context, raw.tcp_max_connections.as_ref(), "dns.tcp_max_connections", 1, 100_000, 256);
+    let tcp_max_per_client =
+        bounded(context, raw.tcp_max_per_client.as_ref(), "dns.tcp_max_per_client", 1, 100_000, 16);
+    let addresses = appliance_addresses(context, raw.addresses.as_ref(), "dns.addresses", server);
     let tcp_idle_seconds = bounded(context, raw.tcp_idle_seconds.as_ref(), "dns.tcp_idle_seconds", 1, 3600, 10);
+    let trust_anchors = raw
+        .trust_anchors
+        .iter()
+        .map(|anchor| {
+            let (line, column) = crate::error::line_column(context.diagnostics.source(), anchor.span().start);
+            InlineRecord {
+                text: anchor.get_ref().clone(),
+                location: format!("{}:{line}:{column}", context.diagnostics.file()),
+            }
+        })
+        .collect();
     let cache_entries = bounded(context, raw.cache_entries.as_ref(), "dns.cache_entries", 0, 10_000_000, 10_000);
 
     Dns {
@@ -267,9 +360,13 @@ pub(crate) fn validate(raw: RawDns, _server: &Server, context: &mut Context<'_>)
         views,
         rate_limit: rate_limit as u32,
         rate_limit_exempt,
+        addresses,
         tcp_max_connections: tcp_max_connections as usize,
+        tcp_max_per_client: tcp_max_per_client as usize,
         tcp_idle_timeout: Duration::from_secs(tcp_idle_seconds as u64),
         cache_entries: cache_entries as usize,
+        validate: raw.validate.unwrap_or(false),
+        trust_anchors,
     }
 }
 

@@ -54,15 +54,22 @@ impl<'a> Diagnostics<'a> {
     }
 
     /// Records a problem at `span` (a byte range of the source) for key `path`.
+    ///
+    /// Every config message is built here, so this is where secrets are kept out of them:
+    /// when the key is a secret ([`crate::secret::is_secret_key`]) the message loses every
+    /// quoted value and every copy of the offending text, whoever wrote the message (our
+    /// validation, serde's "invalid type: integer `246810`" or the TOML parser).
     pub(crate) fn error(&mut self, span: Range<usize>, path: impl Into<String>, message: impl Into<String>) {
         let (line, column) = line_column(self.source, span.start);
-        self.errors.push(ConfigError {
-            file: self.file.to_owned(),
-            line,
-            column,
-            path: path.into(),
-            message: message.into(),
-        });
+        let path = path.into();
+        let mut message = message.into();
+        let key = if path.is_empty() { key_on_line(self.source, span.start) } else { last_key(&path) };
+        if crate::secret::is_secret_key(key) {
+            let offending = self.source.get(span.clone()).unwrap_or_default();
+            let value = if path.is_empty() { value_on_line(self.source, span.start) } else { offending };
+            message = crate::secret::redact(&message, value);
+        }
+        self.errors.push(ConfigError { file: self.file.to_owned(), line, column, path, message });
     }
 
     pub(crate) fn source(&self) -> &'a str {
@@ -85,6 +92,30 @@ impl<'a> Diagnostics<'a> {
         self.errors.dedup();
         Err(ConfigErrors(self.errors))
     }
+}
+
+/// The key a dotted path ends in: `conference.room[0].pin` gives `pin`, `a.sites[2]` gives `sites`.
+fn last_key(path: &str) -> &str {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    last.split('[').next().unwrap_or(last).trim_matches('"')
+}
+
+/// For errors without a path (TOML syntax): the key written on the line at `offset`.
+fn key_on_line(source: &str, offset: usize) -> &str {
+    let line = line_at(source, offset);
+    line.split_once('=').map_or("", |(key, _)| last_key(key.trim()))
+}
+
+/// For errors without a path: everything after the `=` on the line at `offset`.
+fn value_on_line(source: &str, offset: usize) -> &str {
+    line_at(source, offset).split_once('=').map_or("", |(_, value)| value)
+}
+
+fn line_at(source: &str, offset: usize) -> &str {
+    let offset = offset.min(source.len());
+    let start = source.get(..offset).and_then(|before| before.rfind('\n')).map_or(0, |index| index + 1);
+    let end = source[start..].find('\n').map_or(source.len(), |index| start + index);
+    &source[start..end]
 }
 
 /// 1-based line and character column of byte `offset` in `source`.

@@ -9,9 +9,12 @@
 mod conference;
 mod dns;
 mod error;
+mod limits;
 mod mail;
 mod names;
+mod secret;
 mod server;
+pub mod state;
 mod tls;
 mod validate;
 
@@ -23,10 +26,12 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 pub use conference::{Conference, Room};
-pub use dns::{Dns, ForwardZone, InlineRecord, View, Zone};
+pub use dns::{ApplianceAddress, Dns, ForwardZone, InlineRecord, View, Zone};
 pub use error::{ConfigError, ConfigErrors};
-pub use mail::{Mail, MailDomain, MailUser, Outbound, QueuePolicy};
+pub use limits::HourlyLimits;
+pub use mail::{DmarcEnforcement, Mail, MailDomain, MailUser, Outbound, QueuePolicy, RecipientCheck};
 pub use names::DomainName;
+pub use secret::{REDACTED, is_secret_key};
 pub use server::{Admin, Server, TlsFiles};
 pub use tls::{TlsMaterial, load_tls_material};
 

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::limits::HourlyLimits;
 use crate::names::DomainName;
 use crate::server::Server;
 use crate::validate::Context;
@@ -23,6 +24,15 @@ pub(crate) struct RawMail {
     relay_from: Option<Vec<Spanned<String>>>,
     max_message_size: Option<Spanned<u64>>,
     max_recipients: Option<Spanned<u32>>,
+    max_connections_per_client: Option<Spanned<u32>>,
+    max_message_memory: Option<Spanned<u64>>,
+    max_messages_per_hour_per_user: Option<u32>,
+    max_recipients_per_hour_per_user: Option<u32>,
+    max_messages_per_hour_per_client: Option<u32>,
+    max_recipients_per_hour_per_client: Option<u32>,
+    audit_retention_days: Option<Spanned<u32>>,
+    check_senders: Option<bool>,
+    dmarc_enforcement: Option<Spanned<String>>,
     #[serde(default)]
     domain: Vec<RawDomain>,
     #[serde(default)]
@@ -36,6 +46,8 @@ pub(crate) struct RawMail {
 struct RawDomain {
     name: Spanned<String>,
     deliver_to: Option<Spanned<String>>,
+    verify_recipients: Option<Spanned<String>>,
+    recipients: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +57,10 @@ struct RawUser {
     password: Spanned<String>,
     #[serde(default)]
     may_send_as: Vec<Spanned<String>>,
+    max_messages_per_hour: Option<u32>,
+    max_recipients_per_hour: Option<u32>,
+    #[serde(default)]
+    suspended: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +69,7 @@ struct RawOutbound {
     smarthost: Option<Spanned<String>>,
     #[serde(default)]
     require_tls_to: Vec<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,10 +96,37 @@ pub struct Mail {
     pub relay_from: Vec<IpNet>,
     pub max_message_size: u64,
     pub max_recipients: u32,
+    /// Sessions at once from one client (IPv4 address or IPv6 /64); `relay_from` is exempt.
+    pub max_connections_per_client: u32,
+    /// Message data all sessions together may hold in memory while receiving, in bytes.
+    pub max_message_memory: u64,
+    /// Per client address without AUTH, outside `relay_from`.
+    pub client_limits: HourlyLimits,
+    /// Days the audit files in `state_dir/mail/audit` are kept (one file a UTC day).
+    pub audit_retention_days: u32,
+    /// SPF, DKIM, ARC and DMARC checks of mail from outside (port 25, no AUTH, outside
+    /// `relay_from`), with an `Authentication-Results:` header. On by default.
+    pub check_senders: bool,
+    /// What a failed DMARC check of a foreign `From:` domain leads to.
+    pub dmarc_enforcement: DmarcEnforcement,
     pub domains: Vec<MailDomain>,
     pub users: Vec<MailUser>,
     pub outbound: Outbound,
     pub queue: QueuePolicy,
+}
+
+/// `mail.dmarc_enforcement`: how far the sender domain's published DMARC policy is followed
+/// for mail from outside whose `From:` is not a local domain. A `From:` of a local domain
+/// that fails DMARC is always refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmarcEnforcement {
+    /// `p=reject` refuses the message (550 5.7.1), `p=quarantine` marks it
+    /// (`X-Spam-Flag: YES`) for the mailbox server to file as junk. The default.
+    Follow,
+    /// Both `p=reject` and `p=quarantine` only mark the message.
+    Quarantine,
+    /// Nothing is refused or marked; the results are only recorded.
+    Report,
 }
 
 /// A domain the relay accepts mail for from anyone, and where that mail goes.
@@ -91,6 +135,17 @@ pub struct MailDomain {
     pub name: DomainName,
     /// The internal mailbox server for this domain.
     pub deliver_to: SocketAddr,
+    /// How a recipient in this domain is known to exist before `RCPT` gets its `250`.
+    pub recipients: RecipientCheck,
+}
+
+/// How the relay learns whether a local recipient exists (against backscatter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientCheck {
+    /// Ask `deliver_to` with `MAIL FROM:<>` / `RCPT TO:` (no `DATA`), caching the answer.
+    Probe,
+    /// Only these local parts (lowercase); `postmaster` is always accepted.
+    List(Vec<String>),
 }
 
 /// A person or system that may authenticate and send.
@@ -102,6 +157,10 @@ pub struct MailUser {
     pub password_hash: String,
     /// Envelope senders and `From:` addresses this user may use (lowercase).
     pub may_send_as: Vec<String>,
+    /// This user's hourly limits (`[mail]` defaults unless overridden in `[[mail.user]]`).
+    pub limits: HourlyLimits,
+    /// AUTH and new transactions are refused; mail already queued is still delivered.
+    pub suspended: bool,
 }
 
 /// The hash stays out of debug output (and so out of any log line).
@@ -111,6 +170,8 @@ impl std::fmt::Debug for MailUser {
             .field("login", &self.login)
             .field("password_hash", &"<redacted>")
             .field("may_send_as", &self.may_send_as)
+            .field("limits", &self.limits)
+            .field("suspended", &self.suspended)
             .finish()
     }
 }
@@ -120,8 +181,12 @@ impl std::fmt::Debug for MailUser {
 pub struct Outbound {
     /// One next hop for all foreign mail, instead of MX lookups.
     pub smarthost: Option<SocketAddr>,
-    /// These domains and their subdomains are never sent to in clear text.
+    /// These domains and their subdomains are never sent to in clear text, and only to a host
+    /// whose certificate verifies.
     pub require_tls_to: Vec<DomainName>,
+    /// PEM file of extra trust anchors (the government network's own CA) for `require_tls_to`,
+    /// added to the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Retry schedule: from `retry_after`, doubling up to `max_retry_interval`, bounce after `give_up_after`.
@@ -170,6 +235,47 @@ pub(crate) fn validate(raw: RawMail, server: &Server, context: &mut Context<'_>)
         None => 100,
     };
 
+    let max_connections_per_client = match &raw.max_connections_per_client {
+        Some(value) if *value.get_ref() == 0 => {
+            context.error(value.span(), "mail.max_connections_per_client", "must be at least 1 (default 50)");
+            50
+        }
+        Some(value) => *value.get_ref(),
+        None => 50,
+    };
+    let default_memory = (512 * 1024 * 1024).max(max_message_size);
+    let max_message_memory = match &raw.max_message_memory {
+        Some(value) if *value.get_ref() < max_message_size => {
+            context.error(
+                value.span(),
+                "mail.max_message_memory",
+                format!("smaller than max_message_size (expected bytes, at least {max_message_size})"),
+            );
+            default_memory
+        }
+        Some(value) => *value.get_ref(),
+        None => default_memory,
+    };
+
+    let audit_retention_days = match &raw.audit_retention_days {
+        Some(value) if *value.get_ref() == 0 => {
+            context.error(value.span(), "mail.audit_retention_days", "must be at least 1 (days; default 180)");
+            180
+        }
+        Some(value) => *value.get_ref(),
+        None => 180,
+    };
+
+    let dmarc_enforcement = match raw.dmarc_enforcement.as_ref().map(|value| (value.get_ref().as_str(), value.span())) {
+        None | Some(("follow", _)) => DmarcEnforcement::Follow,
+        Some(("quarantine", _)) => DmarcEnforcement::Quarantine,
+        Some(("report", _)) => DmarcEnforcement::Report,
+        Some((_, span)) => {
+            context.error(span, "mail.dmarc_enforcement", "expected \"follow\", \"quarantine\" or \"report\"");
+            DmarcEnforcement::Follow
+        }
+    };
+
     let mut domains = Vec::new();
     let mut seen_domains = HashSet::new();
     for (index, raw_domain) in raw.domain.iter().enumerate() {
@@ -192,11 +298,22 @@ pub(crate) fn validate(raw: RawMail, server: &Server, context: &mut Context<'_>)
             );
             continue;
         };
+        let recipients = recipient_check(context, raw_domain, &name, &path);
         if let Some(deliver_to) = context.socket_addr_or_ip(deliver_to, &format!("{path}.deliver_to"), 25) {
-            domains.push(MailDomain { name, deliver_to });
+            domains.push(MailDomain { name, deliver_to, recipients });
         }
     }
 
+    let user_limits = HourlyLimits::resolve(
+        raw.max_messages_per_hour_per_user,
+        raw.max_recipients_per_hour_per_user,
+        HourlyLimits::USER_DEFAULT,
+    );
+    let client_limits = HourlyLimits::resolve(
+        raw.max_messages_per_hour_per_client,
+        raw.max_recipients_per_hour_per_client,
+        HourlyLimits::CLIENT_DEFAULT,
+    );
     let mut users = Vec::new();
     let mut seen_logins = HashSet::new();
     for (index, raw_user) in raw.user.iter().enumerate() {
@@ -235,7 +352,10 @@ pub(crate) fn validate(raw: RawMail, server: &Server, context: &mut Context<'_>)
         if raw_user.may_send_as.is_empty() {
             may_send_as.push(login.clone());
         }
-        users.push(MailUser { login, password_hash: password.clone(), may_send_as });
+        let limits =
+            HourlyLimits::resolve(raw_user.max_messages_per_hour, raw_user.max_recipients_per_hour, user_limits);
+        let suspended = raw_user.suspended;
+        users.push(MailUser { login, password_hash: password.clone(), may_send_as, limits, suspended });
     }
 
     let raw_outbound = raw.outbound.unwrap_or_default();
@@ -250,6 +370,11 @@ pub(crate) fn validate(raw: RawMail, server: &Server, context: &mut Context<'_>)
         .enumerate()
         .filter_map(|(index, value)| context.domain(value, &format!("mail.outbound.require_tls_to[{index}]")))
         .collect();
+    let ca_file = raw_outbound
+        .ca_file
+        .as_ref()
+        .filter(|value| !value.get_ref().is_empty())
+        .and_then(|value| context.existing_file(value, "mail.outbound.ca_file"));
 
     let raw_queue = raw.queue.unwrap_or_default();
     let retry_after =
@@ -272,10 +397,74 @@ pub(crate) fn validate(raw: RawMail, server: &Server, context: &mut Context<'_>)
         relay_from,
         max_message_size,
         max_recipients,
+        max_connections_per_client,
+        max_message_memory,
+        client_limits,
+        audit_retention_days,
+        check_senders: raw.check_senders.unwrap_or(true),
+        dmarc_enforcement,
         domains,
         users,
-        outbound: Outbound { smarthost, require_tls_to },
+        outbound: Outbound { smarthost, require_tls_to, ca_file },
         queue: QueuePolicy { retry_after, max_retry_interval, give_up_after },
+    }
+}
+
+/// `verify_recipients = "probe"` (the default) or `"list"` with `recipients = [...]`.
+fn recipient_check(context: &mut Context<'_>, raw: &RawDomain, domain: &DomainName, path: &str) -> RecipientCheck {
+    let mode = raw.verify_recipients.as_ref();
+    match (mode.map(|mode| mode.get_ref().as_str()), &raw.recipients) {
+        (None | Some("probe"), None) => RecipientCheck::Probe,
+        (Some("list"), Some(list)) => {
+            let mut parts = Vec::new();
+            for (index, entry) in list.get_ref().iter().enumerate() {
+                let text = entry.get_ref().trim().to_lowercase();
+                let local = match text.rsplit_once('@') {
+                    Some((local, entry_domain)) if entry_domain == domain.as_str() => local.to_owned(),
+                    Some(_) => String::new(),
+                    None => text,
+                };
+                let valid = !local.is_empty()
+                    && local.len() <= 64
+                    && !local.contains(|c: char| c.is_whitespace() || c.is_control() || c == '@' || c == '"');
+                if valid {
+                    parts.push(local);
+                } else {
+                    context.error(
+                        entry.span(),
+                        format!("{path}.recipients[{index}]"),
+                        format!("`{}` is not a mailbox of {domain} (expected a local part such as \"vanthu\", or vanthu@{domain})", entry.get_ref()),
+                    );
+                }
+            }
+            RecipientCheck::List(parts)
+        }
+        (Some("list"), None) => {
+            let span = mode.map(Spanned::span).unwrap_or_default();
+            context.error(
+                span,
+                format!("{path}.recipients"),
+                "verify_recipients = \"list\" needs recipients = [\"local part\", ...]",
+            );
+            RecipientCheck::Probe
+        }
+        (None | Some("probe"), Some(list)) => {
+            context.error(
+                list.span(),
+                format!("{path}.recipients"),
+                "a recipient list is only used with verify_recipients = \"list\"",
+            );
+            RecipientCheck::Probe
+        }
+        (Some(other), _) => {
+            let span = mode.map(Spanned::span).unwrap_or_default();
+            context.error(
+                span,
+                format!("{path}.verify_recipients"),
+                format!("`{other}` is not a recipient check (expected \"probe\" or \"list\")"),
+            );
+            RecipientCheck::Probe
+        }
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Server {
     /// Addresses other hosts reach this appliance at. Used for DNS A/AAAA records and
     /// WebRTC host candidates. Never empty.
     pub addresses: Vec<IpAddr>,
+    /// Where each of `addresses` was written, `FILE:LINE:COL: server.addresses[N]`.
+    pub address_origins: Vec<String>,
     pub state_dir: PathBuf,
     /// The operator's certificate; `None` means a self-signed one is generated in
     /// `state_dir` on first start.
@@ -62,6 +64,7 @@ pub(crate) fn validate(raw: RawServer, context: &mut Context<'_>) -> Server {
         .unwrap_or_else(|| DomainName::parse("localhost").expect("valid literal"));
 
     let mut addresses = Vec::new();
+    let mut address_origins = Vec::new();
     for (index, value) in raw.addresses.iter().flatten().enumerate() {
         if let Some(ip) = context.ip(value, &format!("server.addresses[{index}]")) {
             if ip.is_unspecified() {
@@ -72,11 +75,13 @@ pub(crate) fn validate(raw: RawServer, context: &mut Context<'_>) -> Server {
                 );
             } else if !addresses.contains(&ip) {
                 addresses.push(ip);
+                address_origins.push(format!("{}: server.addresses[{index}]", context.location(value.span())));
             }
         }
     }
     if addresses.is_empty() {
         addresses.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        address_origins.push(format!("{}:1:1: server.addresses", context.diagnostics.file()));
     }
 
     let state_dir = match &raw.state_dir {
@@ -125,7 +130,7 @@ pub(crate) fn validate(raw: RawServer, context: &mut Context<'_>) -> Server {
         }
     };
 
-    Server { hostname, addresses, state_dir, tls }
+    Server { hostname, addresses, address_origins, state_dir, tls }
 }
 
 pub(crate) fn validate_admin(raw: RawAdmin, context: &mut Context<'_>) -> Admin {

@@ -99,6 +99,94 @@ fn mail_domain_without_route() {
 }
 
 #[test]
+fn recipient_checks_per_domain() {
+    let domain = "[[mail.domain]]\nname = \"ninhthuan.gov.vn\"\ndeliver_to = \"10.20.0.20\"\n";
+    let config = parse(
+        &format!("{domain}verify_recipients = \"list\"\nrecipients = [\"VanThu\", \"ubnd@ninhthuan.gov.vn\"]\n"),
+        "t.toml",
+        Path::new("/nonexistent-base"),
+    )
+    .unwrap();
+    assert_eq!(config.mail.domains[0].recipients, RecipientCheck::List(vec!["vanthu".into(), "ubnd".into()]));
+    let config = parse(domain, "t.toml", Path::new("/nonexistent-base")).unwrap();
+    assert_eq!(config.mail.domains[0].recipients, RecipientCheck::Probe);
+    assert_error(&format!("{domain}verify_recipients = \"list\"\n"), "t.toml:4:21: mail.domain[0].recipients:");
+    assert_error(&format!("{domain}recipients = [\"a\"]\n"), "t.toml:4:14: mail.domain[0].recipients:");
+    assert_error(&format!("{domain}verify_recipients = \"ldap\"\n"), "t.toml:4:21: mail.domain[0].verify_recipients:");
+    assert_error(
+        &format!("{domain}verify_recipients = \"list\"\nrecipients = [\"a@other.vn\"]\n"),
+        "t.toml:5:15: mail.domain[0].recipients[0]: `a@other.vn` is not a mailbox of ninhthuan.gov.vn",
+    );
+}
+
+#[test]
+fn memory_and_connection_limits() {
+    let config = parse("[mail]\n", "t.toml", Path::new("/nonexistent-base")).unwrap();
+    assert_eq!((config.mail.max_connections_per_client, config.mail.max_message_memory), (50, 512 * 1024 * 1024));
+    assert_error("[mail]\nmax_connections_per_client = 0\n", "t.toml:2:30: mail.max_connections_per_client:");
+    assert_error(
+        "[mail]\nmax_message_size = 2000000\nmax_message_memory = 1000000\n",
+        "t.toml:3:22: mail.max_message_memory: smaller than max_message_size",
+    );
+}
+
+#[test]
+fn hourly_limits_default_and_per_user_override() {
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA";
+    let source = format!(
+        "[mail]\nmax_recipients_per_hour_per_user = 50\nmax_messages_per_hour_per_client = 0\n\
+         [[mail.user]]\nlogin = \"a@a.vn\"\npassword = \"{hash}\"\n\
+         [[mail.user]]\nlogin = \"b@a.vn\"\npassword = \"{hash}\"\nmax_messages_per_hour = 7\nsuspended = true\n"
+    );
+    let config = parse(&source, "t.toml", Path::new("/nonexistent-base")).unwrap_or_else(|errors| panic!("{errors}"));
+    let users = &config.mail.users;
+    assert_eq!(users[0].limits, crate::HourlyLimits { messages: 200, recipients: 50 });
+    assert!(!users[0].suspended);
+    assert_eq!(users[1].limits, crate::HourlyLimits { messages: 7, recipients: 50 });
+    assert!(users[1].suspended);
+    assert_eq!(config.mail.client_limits, crate::HourlyLimits { messages: 0, recipients: 1000 });
+    assert_error("[mail]\nmax_messages_per_hour_per_user = -1\n", "t.toml:2:34: mail.max_messages_per_hour_per_user:");
+    assert_error(
+        "[[mail.user]]\nlogin = \"a@a.vn\"\npassword = \"x\"\nsuspended = \"yes\"\n",
+        "t.toml:4:13: mail.user[0].suspended:",
+    );
+}
+
+#[test]
+fn audit_retention() {
+    assert_eq!(parse("[mail]\n", "t.toml", Path::new("/nonexistent-base")).unwrap().mail.audit_retention_days, 180);
+    let config = parse("[mail]\naudit_retention_days = 400\n", "t.toml", Path::new("/nonexistent-base")).unwrap();
+    assert_eq!(config.mail.audit_retention_days, 400);
+    assert_error("[mail]\naudit_retention_days = 0\n", "t.toml:2:24: mail.audit_retention_days: must be at least 1");
+}
+
+#[test]
+fn sender_checks_are_on_by_default_and_dmarc_enforcement_is_one_of_three() {
+    use crate::mail::DmarcEnforcement;
+    let config = parse("[mail]\n", "t.toml", Path::new("/nonexistent-base")).unwrap();
+    assert!(config.mail.check_senders);
+    assert_eq!(config.mail.dmarc_enforcement, DmarcEnforcement::Follow);
+    for (text, expected) in [
+        ("follow", DmarcEnforcement::Follow),
+        ("quarantine", DmarcEnforcement::Quarantine),
+        ("report", DmarcEnforcement::Report),
+    ] {
+        let config = parse(
+            &format!("[mail]\ncheck_senders = false\ndmarc_enforcement = \"{text}\"\n"),
+            "t.toml",
+            Path::new("/nonexistent-base"),
+        )
+        .unwrap();
+        assert_eq!(config.mail.dmarc_enforcement, expected);
+        assert!(!config.mail.check_senders);
+    }
+    assert_error(
+        "[mail]\ndmarc_enforcement = \"strict\"\n",
+        "t.toml:2:21: mail.dmarc_enforcement: expected \"follow\"",
+    );
+}
+
+#[test]
 fn plain_password_is_refused() {
     assert_error(
         "[[mail.user]]\nlogin = \"vanthu@ninhthuan.gov.vn\"\npassword = \"secret\"\n",
@@ -221,5 +309,117 @@ fn dns_numeric_settings_out_of_range_are_errors() {
     assert_error(
         "[[dns.zone]]\nname = \"a.vn\"\nsecondaries = [\"10.0.0.1:port\"]\n",
         "t.toml:3:16: dns.zone[0].secondaries[0]:",
+    );
+}
+
+#[test]
+fn every_copy_of_a_signed_zone_is_signed() {
+    let copies = |inside: &str| {
+        format!(
+            "[[dns.view]]\nname = \"inside\"\nclients = [\"10.0.0.0/8\"]\n\n\
+             [[dns.zone]]\nname = \"a.vn\"\nviews = [\"inside\"]\n{inside}\n\
+             [[dns.zone]]\nname = \"a.vn\"\ndnssec = true\n"
+        )
+    };
+    assert_error(
+        &copies(""),
+        "t.toml:10:8: dns.zone[1].dnssec: zone `a.vn` is signed in one [[dns.zone]] and not in another",
+    );
+    assert_error(&copies("dnssec = false"), "t.toml:10:8: dns.zone[1].dnssec:");
+    assert!(errors(&copies("dnssec = true")).is_empty());
+}
+
+/// Every table, with the keys it needs to be otherwise valid.
+const TABLES: [(&str, &str); 13] = [
+    ("[server]", "server"),
+    ("[admin]", "admin"),
+    ("[dns]", "dns"),
+    ("[[dns.zone]]\nname = \"a.vn\"", "dns.zone"),
+    ("[[dns.view]]\nname = \"v\"\nclients = []", "dns.view"),
+    ("[[dns.forward]]\nzone = \"a.vn\"\nto = [\"10.0.0.1\"]", "dns.forward"),
+    ("[mail]", "mail"),
+    ("[[mail.domain]]\nname = \"a.vn\"\ndeliver_to = \"10.0.0.1\"", "mail.domain"),
+    (
+        "[[mail.user]]\nlogin = \"vanthu@ninhthuan.gov.vn\"\npassword = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g\"",
+        "mail.user",
+    ),
+    ("[mail.outbound]", "mail.outbound"),
+    ("[mail.queue]", "mail.queue"),
+    ("[conference]", "conference"),
+    ("[[conference.room]]\nname = \"r\"\npin = \"1234\"\nchair_pin = \"4321\"\nsites = [\"A\"]", "conference.room"),
+];
+
+/// The keys a table accepts, read from the schema itself (serde lists them when a key is unknown).
+fn keys_of(table: &str) -> Vec<String> {
+    let found = errors(&format!("{table}\nbogus_key = 1\n"));
+    let line = found.iter().find(|line| line.contains("unknown field `bogus_key`")).expect("unknown key reported");
+    let expected = line.split_once("expected").map_or("", |(_, rest)| rest);
+    expected.split('`').skip(1).step_by(2).map(str::to_owned).collect()
+}
+
+/// Generated over every secret key of the schema and many wrong-typed and invalid values:
+/// no message names the value (`pin = 246810` once printed the PIN in `lienthong check`, the
+/// reload log and the `POST /reload` reply).
+#[test]
+fn no_message_shows_the_value_of_a_secret_key() {
+    // (value as written, texts that must not appear in any message)
+    let values: &[(&str, &[&str])] = &[
+        ("246810", &["246810"]),
+        ("-135790", &["135790"]),
+        ("24681.5", &["24681"]),
+        ("0x3c41a", &["246810", "3c41a"]),
+        ("true", &[]),
+        ("[246810, 135790]", &["246810", "135790"]),
+        ("{ value = \"246810\" }", &["246810"]),
+        ("1979-05-27T07:32:00Z", &["1979-05-27"]),
+        ("\"24681x\"", &["24681x"]),
+        ("\"hunter2plain\"", &["hunter2plain"]),
+        ("\"\"\"975310\nmultiline\"\"\"", &["975310", "multiline"]),
+        ("'$argon2id$v=19$m=1,t=1,p=1$broken'", &["broken", "m=1,t=1"]),
+        ("246810x", &["246810"]),
+        ("\"unterminated 246810", &["246810"]),
+    ];
+    let mut secret_keys = Vec::new();
+    for (table, path) in TABLES {
+        for key in keys_of(table) {
+            if is_secret_key(&key) {
+                secret_keys.push((table, path, key));
+            }
+        }
+    }
+    let found_names: Vec<&str> = secret_keys.iter().map(|(_, _, key)| key.as_str()).collect();
+    for expected in ["pin", "chair_pin", "password"] {
+        assert!(found_names.contains(&expected), "schema walk missed {expected}: {found_names:?}");
+    }
+    for (table, path, key) in &secret_keys {
+        let others: String = table
+            .lines()
+            .filter(|line| !line.starts_with(&format!("{key} =")))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        for (value, forbidden) in values {
+            let source = format!("{others}{key} = {value}\n");
+            let found = errors(&source);
+            assert!(!found.is_empty(), "{path}.{key} = {value} was accepted");
+            for line in &found {
+                for text in *forbidden {
+                    assert!(!line.contains(text), "{path}.{key} = {value} leaked {text:?}: {line}");
+                }
+            }
+        }
+    }
+}
+
+/// Messages about other keys keep their values: the operator needs to see them.
+#[test]
+fn messages_about_other_keys_still_quote_the_value() {
+    assert_error("[server]\nhostname = 246810\n", "t.toml:2:12: server.hostname: invalid type: integer `246810`");
+}
+
+#[test]
+fn turn_port_must_differ_from_media_port() {
+    assert_error(
+        "[conference]\nturn_port = 10000\n",
+        "t.toml:2:13: conference.turn_port: 10000 (expected a fixed port other than media_port, e.g. 3478)",
     );
 }

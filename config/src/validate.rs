@@ -21,6 +21,12 @@ impl Context<'_> {
         self.diagnostics.error(span, path, message);
     }
 
+    /// `FILE:LINE:COL` of a value, for diagnostics that other crates print later.
+    pub(crate) fn location(&self, span: std::ops::Range<usize>) -> String {
+        let (line, column) = crate::error::line_column(self.diagnostics.source(), span.start);
+        format!("{}:{line}:{column}", self.diagnostics.file())
+    }
+
     /// A socket address such as `127.0.0.1:2525` or `[::1]:53`.
     pub(crate) fn socket_addr(&mut self, value: &Spanned<String>, path: &str) -> Option<SocketAddr> {
         match value.get_ref().parse::<SocketAddr>() {

@@ -2,21 +2,20 @@
 //! records, published and derived records), its SOA serial settled, grouped into views, and
 //! indexed. A catalog is immutable; a reload builds a new one and swaps it in whole.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use hickory_proto::rr::rdata::{NS, SOA};
-use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, Record};
 use ipnet::IpNet;
-use lienthong_config::Config;
+use lienthong_config::{ApplianceAddress, Config};
 
-use crate::derived::{self, DERIVED_TTL};
+use crate::compile::{self, Origin};
+use crate::derived;
+use crate::dnssec;
 use crate::index::Index;
 use crate::serial::Serials;
 use crate::zone::Zone;
-use crate::zonefile;
 
 /// The zones one group of clients sees.
 #[derive(Debug)]
@@ -25,6 +24,8 @@ pub struct View {
     pub name: Option<String>,
     pub zones: Vec<Arc<Zone>>,
     pub index: Index,
+    /// Answers to DO queries for the signed zones.
+    pub signed: dnssec::SignedIndex,
 }
 
 /// Everything the server answers from.
@@ -33,9 +34,42 @@ pub struct Catalog {
     /// Configured views in order (first match wins), each with its client networks.
     pub views: Vec<(Vec<IpNet>, Arc<View>)>,
     pub default_view: Arc<View>,
-    /// Every loaded zone with the views that see it (for AXFR, NOTIFY and `dns records`).
-    pub zones: Vec<(Arc<Zone>, Vec<String>)>,
+    /// Every zone copy served, with who sees it (for NOTIFY, IXFR history and `dns records`).
+    pub zones: Vec<ZoneCopy>,
     pub policy: Policy,
+}
+
+/// One copy of a zone as served to some clients: a zone configured for views, or the copy
+/// for every client, built once per distinct set of appliance addresses its clients see.
+#[derive(Debug, Clone)]
+pub struct ZoneCopy {
+    pub zone: Arc<Zone>,
+    /// The views that see this copy, in config order.
+    pub views: Vec<String>,
+    /// True when clients that match no view see this copy.
+    pub others: bool,
+    /// Who sees this copy, for people.
+    pub audience: String,
+}
+
+impl ZoneCopy {
+    /// The serial memory key of this copy (stable across restarts and reloads).
+    pub fn key(&self) -> String {
+        copy_key(&self.zone.apex, &self.views, self.others)
+    }
+}
+
+fn copy_key(apex: &Name, views: &[String], others: bool) -> String {
+    if others { apex.to_string() } else { format!("{apex}@{}", views.join(",")) }
+}
+
+fn audience_text(config: &Config, views: &[String], others: bool) -> String {
+    match (others, views.is_empty()) {
+        (true, true) if config.dns.views.is_empty() => "every client".to_owned(),
+        (true, true) => "clients in no view".to_owned(),
+        (true, false) => format!("clients in no view and views {}", views.join(", ")),
+        (false, _) => format!("views {}", views.join(", ")),
+    }
 }
 
 /// Who may recurse and where foreign names go.
@@ -48,6 +82,10 @@ pub struct Policy {
     /// UDP answers per second per client prefix; 0: unlimited.
     pub rate_limit: u32,
     pub rate_limit_exempt: Vec<IpNet>,
+    /// What `id.server` (CHAOS TXT) answers: the server's hostname.
+    pub identity: String,
+    /// DNSSEC validation of forwarded answers (`validate = true`).
+    pub validator: Option<Arc<dnssec::validate::Validator>>,
 }
 
 impl Policy {
@@ -65,6 +103,13 @@ impl Policy {
             forward_zones,
             rate_limit: config.dns.rate_limit,
             rate_limit_exempt: config.dns.rate_limit_exempt.clone(),
+            identity: config.server.hostname.as_str().to_owned(),
+            validator: config
+                .dns
+                .validate
+                .then(|| dnssec::validate::Validator::new(&config.dns.trust_anchors, config.dns.cache_entries).ok())
+                .flatten()
+                .map(Arc::new),
         }
     }
 
@@ -94,46 +139,98 @@ impl Catalog {
         serials: &mut Serials,
         now: u64,
     ) -> Result<Catalog, Vec<String>> {
-        let published_records = parse_published(published);
-        let derived_records = derived::records(config);
+        Catalog::build_after(config, published, serials, now, None)
+    }
+
+    /// [`Catalog::build`] replacing `previous`: each zone copy that changed gets the
+    /// difference added to its IXFR history.
+    pub fn build_after(
+        config: &Config,
+        published: &[String],
+        serials: &mut Serials,
+        now: u64,
+        previous: Option<&Catalog>,
+    ) -> Result<Catalog, Vec<String>> {
+        let published_records = compile::parse_published(published);
+        let plans = plan(config);
         let mut errors = Vec::new();
+        let mut failed = Vec::new();
         let mut zones = Vec::new();
-        for (position, zone_config) in config.dns.zones.iter().enumerate() {
-            match load_zone(config, position, &published_records, &derived_records) {
-                Ok(records) => {
-                    let apex = absolute(zone_config.name.as_str());
-                    let key = if zone_config.views.is_empty() {
-                        apex.to_string()
-                    } else {
-                        format!("{apex}@{}", zone_config.views.join(","))
-                    };
-                    let records = settle_serial(records, &key, serials, now);
-                    let zone = Zone::new(apex, records, zone_config.secondaries.clone());
-                    zones.push((Arc::new(zone), zone_config.views.clone()));
-                }
-                Err(mut zone_errors) => errors.append(&mut zone_errors),
+        // One signer per signed zone name: every view's copy is signed with the same keys.
+        let mut signers: HashMap<Name, Option<dnssec::Signer>> = HashMap::new();
+        for plan in &plans {
+            if failed.contains(&plan.position) {
+                continue;
             }
+            let zone_config = &config.dns.zones[plan.position];
+            match load_copy(config, plan, &published_records) {
+                Ok((records, _)) => {
+                    let apex = absolute(zone_config.name.as_str());
+                    let (views, others) = (plan.views(config), plan.audiences.contains(&None));
+                    let key = copy_key(&apex, &views, others);
+                    if zone_config.dnssec && !signers.contains_key(&apex) {
+                        match dnssec::Signer::for_zone(config, plan.position, &records, now) {
+                            Ok(signer) => {
+                                signers.insert(apex.clone(), signer);
+                            }
+                            Err(error) => {
+                                failed.push(plan.position);
+                                errors.push(error);
+                                continue;
+                            }
+                        }
+                    }
+                    let before = previous.and_then(|catalog| catalog.zones.iter().find(|copy| copy.key() == key));
+                    let signer = if zone_config.dnssec { signers.get(&apex).and_then(Option::as_ref) } else { None };
+                    let signing = signer.map(|signer| (signer, before.map(|copy| &*copy.zone)));
+                    let compiled = compile::compile(apex, records, zone_config, &key, serials, now, signing);
+                    let mut zone = match compiled {
+                        Ok(zone) => zone,
+                        Err(mut sign_errors) => {
+                            failed.push(plan.position);
+                            errors.append(&mut sign_errors);
+                            continue;
+                        }
+                    };
+                    if let Some(before) = before {
+                        zone.history = crate::history::extend(&before.zone, &zone);
+                    }
+                    let audience = audience_text(config, &views, others);
+                    zones.push(ZoneCopy { zone: Arc::new(zone), views, others, audience });
+                }
+                Err(mut zone_errors) => {
+                    failed.push(plan.position);
+                    errors.append(&mut zone_errors);
+                }
+            }
+        }
+        if let Err(mut anchor_errors) = dnssec::validate::Validator::new(&config.dns.trust_anchors, 0) {
+            errors.append(&mut anchor_errors);
         }
         if !errors.is_empty() {
             return Err(errors);
         }
-        let view_for = |view: Option<&str>| -> Arc<View> {
-            let mut chosen: BTreeMap<Name, Arc<Zone>> = BTreeMap::new();
-            // Zones for every client first, then the view's own, which replace them.
-            for (zone, views) in zones.iter().filter(|(_, views)| views.is_empty()) {
-                let _ = views;
-                chosen.insert(zone.apex.clone(), zone.clone());
-            }
-            if let Some(view) = view {
-                for (zone, _) in zones.iter().filter(|(_, views)| views.iter().any(|name| name == view)) {
-                    chosen.insert(zone.apex.clone(), zone.clone());
-                }
-            }
-            let zones: Vec<Arc<Zone>> = chosen.into_values().collect();
-            let index = Index::build(&zones);
-            Arc::new(View { name: view.map(str::to_owned), zones, index })
+        let view_for = |audience: Option<usize>| -> Arc<View> {
+            let chosen: Vec<Arc<Zone>> = plans
+                .iter()
+                .zip(&zones)
+                .filter(|(plan, _)| plan.audiences.contains(&audience))
+                .map(|(_, copy)| (copy.zone.apex.clone(), copy.zone.clone()))
+                .collect::<BTreeMap<Name, Arc<Zone>>>()
+                .into_values()
+                .collect();
+            let index = Index::build(&chosen);
+            let signed = dnssec::SignedIndex::build(&chosen);
+            let name = audience.map(|view| config.dns.views[view].name.clone());
+            Arc::new(View { name, zones: chosen, index, signed })
         };
-        let views = config.dns.views.iter().map(|view| (view.clients.clone(), view_for(Some(&view.name)))).collect();
+        let views = config
+            .dns
+            .views
+            .iter()
+            .enumerate()
+            .map(|(position, view)| (view.clients.clone(), view_for(Some(position))))
+            .collect();
         let default_view = view_for(None);
         Ok(Catalog { views, default_view, zones, policy: Policy::from_config(config) })
     }
@@ -156,192 +253,125 @@ impl View {
 
 /// Checks every zone without building indexes: the `check` command.
 pub fn check(config: &Config) -> Vec<String> {
-    let derived_records = derived::records(config);
-    (0..config.dns.zones.len())
-        .filter_map(|position| load_zone(config, position, &[], &derived_records).err())
-        .flatten()
-        .collect()
+    let mut failed = Vec::new();
+    let mut errors = Vec::new();
+    for plan in plan(config) {
+        if failed.contains(&plan.position) {
+            continue;
+        }
+        if let Err(mut found) = load_copy(config, &plan, &[]) {
+            failed.push(plan.position);
+            errors.append(&mut found);
+        }
+    }
+    if let Err(mut anchor_errors) = dnssec::validate::Validator::new(&config.dns.trust_anchors, 0) {
+        errors.append(&mut anchor_errors);
+    }
+    errors
+}
+
+/// Warnings about zones that load but publish what the operator likely did not mean: a
+/// private (RFC 1918 / ULA) address in a copy that clients outside private networks see.
+/// Each is `FILE:LINE:COL: key.path: warning: message`.
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for plan in plan(config) {
+        if !plan.audiences.iter().any(|audience| crate::exposure::is_public(config, *audience)) {
+            continue;
+        }
+        let Ok((records, origins)) = load_copy(config, &plan, &[]) else { continue };
+        let zone = &config.dns.zones[plan.position];
+        let audience = audience_text(config, &plan.views(config), plan.audiences.contains(&None));
+        for (record, origin) in records.iter().zip(origins) {
+            let Some(address) = crate::exposure::private_address(record) else { continue };
+            let location = match origin {
+                Origin::File(line, column) => match &zone.file {
+                    Some(file) => format!("{}:{line}:{column}: dns.zone[{}].file", file.display(), plan.position),
+                    None => continue,
+                },
+                Origin::Inline(index) => {
+                    format!("{}: dns.zone[{}].records[{index}]", zone.records[index].location, plan.position)
+                }
+                Origin::Derived => match plan.addresses.iter().find(|known| known.address == address) {
+                    Some(known) => known.origin.clone(),
+                    None => continue,
+                },
+                Origin::Published | Origin::Default => continue,
+            };
+            warnings.push(format!(
+                "{location}: warning: zone `{}` (seen by {audience}) publishes the private address {address} \
+                 for `{}` to clients outside private networks; give those clients the public address \
+                 (`addresses` of their view, or dns.addresses) or keep the record in an inside-only view",
+                zone.name, record.name
+            ));
+        }
+    }
+    warnings
+}
+
+/// One zone copy to build: a configured zone for some audiences (a view by position, or
+/// `None` for clients in no view) that see the same appliance addresses.
+#[derive(Debug)]
+struct Plan<'a> {
+    position: usize,
+    audiences: Vec<Option<usize>>,
+    addresses: &'a [ApplianceAddress],
+}
+
+impl Plan<'_> {
+    fn views(&self, config: &Config) -> Vec<String> {
+        self.audiences.iter().flatten().map(|view| config.dns.views[*view].name.clone()).collect()
+    }
+}
+
+/// Which copies to build: every audience sees, for each zone name, its view's own copy or
+/// else the copy for every client; copies that would be identical (same configured zone,
+/// same addresses) are built once and shared.
+fn plan(config: &Config) -> Vec<Plan<'_>> {
+    let audiences: Vec<Option<usize>> = (0..config.dns.views.len()).map(Some).chain([None]).collect();
+    let mut plans: Vec<Plan<'_>> = Vec::new();
+    for audience in audiences {
+        let addresses: &[ApplianceAddress] =
+            audience.map_or(&config.dns.addresses, |view| &config.dns.views[view].addresses);
+        let view_name = audience.map(|view| config.dns.views[view].name.as_str());
+        let mut names: Vec<&str> = config.dns.zones.iter().map(|zone| zone.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let copies = || config.dns.zones.iter().enumerate().filter(|(_, zone)| zone.name.as_str() == name);
+            let own =
+                view_name.and_then(|view| copies().find(|(_, zone)| zone.views.iter().any(|listed| listed == view)));
+            let Some((position, _)) = own.or_else(|| copies().find(|(_, zone)| zone.views.is_empty())) else {
+                continue;
+            };
+            let same = |plan: &&mut Plan<'_>| {
+                plan.position == position
+                    && plan.addresses.iter().map(|known| known.address).eq(addresses.iter().map(|known| known.address))
+            };
+            match plans.iter_mut().find(|plan| same(plan)) {
+                Some(plan) => plan.audiences.push(audience),
+                None => plans.push(Plan { position, audiences: vec![audience], addresses }),
+            }
+        }
+    }
+    plans.sort_by_key(|plan| plan.position);
+    plans
+}
+
+/// The records of one planned copy, with where each came from.
+fn load_copy(
+    config: &Config,
+    plan: &Plan<'_>,
+    published: &[Record],
+) -> Result<(Vec<Record>, Vec<Origin>), Vec<String>> {
+    let addresses: Vec<IpAddr> = plan.addresses.iter().map(|known| known.address).collect();
+    let derived = derived::records(config, &addresses);
+    compile::load_zone(config, plan.position, published, &derived)
 }
 
 /// A fully qualified lowercase name from a validated config name.
 pub fn absolute(text: &str) -> Name {
     Name::from_ascii(format!("{text}.")).map(|name| name.to_lowercase()).unwrap_or_else(|_| Name::root())
-}
-
-/// Published lines that do not parse are logged and skipped: they are not the operator's.
-fn parse_published(published: &[String]) -> Vec<Record> {
-    let mut records = Vec::new();
-    for line in published {
-        match zonefile::parse(line, &Name::root(), &Name::root(), DERIVED_TTL) {
-            Ok(mut parsed) => records.append(&mut parsed),
-            Err(errors) => {
-                for error in errors {
-                    tracing::warn!(record = %line, column = error.column, "skipping a published DNS record: {}", error.message);
-                }
-            }
-        }
-    }
-    records
-}
-
-/// Operator records (file, then inline), then published and derived ones where the operator
-/// has no record of that name and type, then the SOA and NS if the operator gave none.
-fn load_zone(
-    config: &Config,
-    position: usize,
-    published: &[Record],
-    derived: &[Record],
-) -> Result<Vec<Record>, Vec<String>> {
-    let zone_config = &config.dns.zones[position];
-    let apex = absolute(zone_config.name.as_str());
-    let path = format!("dns.zone[{position}]");
-    let mut errors = Vec::new();
-    let mut operator = Vec::new();
-    if let Some(file) = &zone_config.file {
-        let shown = file.display();
-        match std::fs::read_to_string(file) {
-            Err(error) => errors.push(format!("{shown}:1:1: {path}.file: cannot read the zone file: {error}")),
-            Ok(text) => {
-                match zonefile::parse(&text, &apex, &apex, DERIVED_TTL) {
-                    Ok(mut records) => operator.append(&mut records),
-                    Err(found) => errors.extend(found.into_iter().map(|error| {
-                        format!("{shown}:{}:{}: {path}.file: {}", error.line, error.column, error.message)
-                    })),
-                }
-            }
-        }
-    }
-    for (index, inline) in zone_config.records.iter().enumerate() {
-        match zonefile::parse(&inline.text, &apex, &apex, DERIVED_TTL) {
-            Ok(mut records) => operator.append(&mut records),
-            Err(found) => errors.extend(found.into_iter().map(|error| {
-                format!(
-                    "{}: {path}.records[{index}]: {} (at column {} of the record)",
-                    inline.location, error.message, error.column
-                )
-            })),
-        }
-    }
-    let mut owner_types: HashSet<(Name, RecordType)> = HashSet::new();
-    let mut soa_count = 0;
-    for record in &operator {
-        owner_types.insert((record.name.clone(), record.record_type()));
-        if record.record_type() == RecordType::SOA {
-            soa_count += 1;
-            if record.name != apex {
-                errors.push(format!(
-                    "{}: {path}: an SOA record for `{}` is not at the zone apex `{apex}`",
-                    where_is(zone_config),
-                    record.name
-                ));
-            }
-        }
-    }
-    if soa_count > 1 {
-        errors.push(format!(
-            "{}: {path}: the zone has {soa_count} SOA records (expected at most one)",
-            where_is(zone_config)
-        ));
-    }
-    let cname_owners: HashSet<Name> = owner_types
-        .iter()
-        .filter(|(_, record_type)| *record_type == RecordType::CNAME)
-        .map(|(name, _)| name.clone())
-        .collect();
-    let mut types_at: HashMap<&Name, usize> = HashMap::new();
-    for (owner, _) in &owner_types {
-        *types_at.entry(owner).or_default() += 1;
-    }
-    for name in &cname_owners {
-        if types_at.get(name).copied().unwrap_or(0) > 1 || *name == apex {
-            errors.push(format!(
-                "{}: {path}: `{name}` has a CNAME and other records (a CNAME must stand alone)",
-                where_is(zone_config)
-            ));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let mut records = operator;
-    let in_this_zone =
-        |record: &&Record| apex.zone_of(&record.name) && deepest_local_zone(config, &record.name) == Some(position);
-    // The operator's sets win over published ones, which win over derived ones.
-    let mut taken = owner_types;
-    for source in [published, derived] {
-        let mut added = HashSet::new();
-        for record in source.iter().filter(in_this_zone) {
-            let key = (record.name.clone(), record.record_type());
-            if cname_owners.contains(&record.name) || taken.contains(&key) {
-                continue;
-            }
-            added.insert(key);
-            records.push(record.clone());
-        }
-        taken.extend(added);
-    }
-    let hostname = absolute(config.server.hostname.as_str());
-    if soa_count == 0 {
-        let mailbox = Name::from_ascii("hostmaster")
-            .ok()
-            .and_then(|label| label.append_domain(&apex).ok())
-            .unwrap_or_else(Name::root);
-        let soa = SOA::new(hostname.clone(), mailbox, 0, 3600, 600, 1_209_600, 300);
-        records.push(Record::from_rdata(apex.clone(), DERIVED_TTL, RData::SOA(soa)));
-    }
-    if !records.iter().any(|record| record.name == apex && record.record_type() == RecordType::NS) {
-        records.push(Record::from_rdata(apex.clone(), DERIVED_TTL, RData::NS(NS(hostname))));
-    }
-    for record in &mut records {
-        record.dns_class = DNSClass::IN;
-    }
-    Ok(records)
-}
-
-/// The config zone (by position) that holds `name`: the one with the longest name.
-fn deepest_local_zone(config: &Config, name: &Name) -> Option<usize> {
-    config
-        .dns
-        .zones
-        .iter()
-        .enumerate()
-        .filter(|(_, zone)| absolute(zone.name.as_str()).zone_of(name))
-        .max_by_key(|(_, zone)| zone.name.as_str().len())
-        .map(|(position, _)| position)
-}
-
-fn where_is(zone: &lienthong_config::Zone) -> String {
-    match (&zone.file, zone.records.first()) {
-        (Some(file), _) => format!("{}:1:1", file.display()),
-        (None, Some(record)) => record.location.clone(),
-        (None, None) => "<config>:1:1".to_owned(),
-    }
-}
-
-/// Puts the settled serial into the SOA: same content, same serial; changed content, higher.
-fn settle_serial(mut records: Vec<Record>, key: &str, serials: &mut Serials, now: u64) -> Vec<Record> {
-    let mut lines: Vec<String> = records
-        .iter()
-        .map(|record| match &record.data {
-            RData::SOA(soa) => {
-                let mut soa = soa.clone();
-                soa.serial = 0;
-                Record::from_rdata(record.name.clone(), record.ttl, RData::SOA(soa)).to_string()
-            }
-            _ => record.to_string(),
-        })
-        .collect();
-    lines.sort();
-    lines.dedup();
-    let mut hasher = DefaultHasher::new();
-    lines.hash(&mut hasher);
-    let hash = hasher.finish();
-    for record in &mut records {
-        if let RData::SOA(soa) = &mut record.data {
-            soa.serial = serials.serial(key, hash, soa.serial, now);
-        }
-    }
-    records
 }
 
 /// Who may transfer a zone: its secondaries, by address.

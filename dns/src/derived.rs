@@ -18,10 +18,10 @@ use lienthong_config::Config;
 /// TTL of every derived record.
 pub const DERIVED_TTL: u32 = 3600;
 
-/// Every derived record, absolute and lowercase. Which zone each belongs to is decided later.
-pub fn records(config: &Config) -> Vec<Record> {
+/// Every derived record, absolute and lowercase, with `addresses` as the appliance's
+/// addresses (they differ per view). Which zone each belongs to is decided later.
+pub fn records(config: &Config, addresses: &[IpAddr]) -> Vec<Record> {
     let mut records = Vec::new();
-    let addresses = &config.server.addresses;
     let mut hosts = vec![config.server.hostname.as_str().to_owned()];
     if config.mail.enabled {
         hosts.push(config.mail.hostname.as_str().to_owned());

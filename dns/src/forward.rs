@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::engine::{ForwardRequest, Transport};
-use crate::wire::{self, FLAG_RA, Query, RCODE_SERVFAIL};
+use crate::wire::{self, FLAG_AD, FLAG_CD, FLAG_RA, Query, RCODE_SERVFAIL};
 
 /// How long one upstream gets before the next is tried.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,6 +32,8 @@ pub struct Cached {
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
     pub additionals: Vec<Record>,
+    /// Validated from a trust anchor (DNSSEC): the answer may carry AD.
+    pub authenticated: bool,
     stored: Instant,
     ttl: u32,
 }
@@ -69,6 +71,11 @@ impl Cache {
 
     /// Stores an upstream answer if it may be cached; returns whether it was.
     pub fn insert(&mut self, key: CacheKey, message: &Message, now: Instant) -> bool {
+        self.insert_checked(key, message, false, now)
+    }
+
+    /// [`Cache::insert`] for an answer whose DNSSEC status is known.
+    pub fn insert_checked(&mut self, key: CacheKey, message: &Message, authenticated: bool, now: Instant) -> bool {
         let Some(ttl) = cache_ttl(message) else { return false };
         if self.capacity == 0 || ttl == 0 {
             return false;
@@ -86,6 +93,7 @@ impl Cache {
             answers: message.answers.clone(),
             authorities: message.authorities.clone(),
             additionals: message.additionals.clone(),
+            authenticated,
             stored: now,
             ttl,
         };
@@ -176,23 +184,37 @@ impl Forwarder {
             write_servfail(out, &request.packet);
             return false;
         };
-        for upstream in request.upstreams.iter() {
-            let Some(message) = ask(*upstream, &request.name, request.qtype).await else { continue };
+        let mut answer = None;
+        if let Some(validator) = &request.validator {
+            answer = validator
+                .lookup(&request.upstreams, &request.name, request.qtype)
+                .await
+                .map(|validated| (validated.message, validated.secure));
+        } else {
+            for upstream in request.upstreams.iter() {
+                if let Some(message) = ask(*upstream, &request.name, request.qtype).await {
+                    answer = Some((message, false));
+                    break;
+                }
+            }
+        }
+        if let Some((message, authenticated)) = answer {
             let now = Instant::now();
             if let Ok(mut cache) = self.cache.lock() {
-                cache.insert((request.name.clone(), request.qtype), &message, now);
+                cache.insert_checked((request.name.clone(), request.qtype), &message, authenticated, now);
             }
             let cached = Cached {
                 rcode: message.metadata.response_code,
                 answers: message.answers,
                 authorities: message.authorities,
                 additionals: message.additionals,
+                authenticated,
                 stored: now,
                 ttl: 0,
             };
             return write_forwarded(out, request, &cached, now);
         }
-        tracing::debug!(name = %request.name, "every forwarder failed");
+        tracing::debug!(name = %request.name, "every forwarder failed, or the answer is bogus (DNSSEC)");
         write_servfail(out, &request.packet);
         false
     }
@@ -201,8 +223,8 @@ impl Forwarder {
 /// SERVFAIL for a query we could not resolve.
 pub fn write_servfail(out: &mut Vec<u8>, packet: &[u8]) {
     if let Ok(query) = Query::parse(packet) {
-        let end = Some(12 + query.question.len());
-        wire::write_error(out, packet, query.id, query.flags, end, RCODE_SERVFAIL, query.edns.is_some());
+        let flags = wire::response_flags(query.flags, RCODE_SERVFAIL | FLAG_RA | (query.flags & FLAG_CD));
+        wire::write_refusal(out, query.id, flags, Some(query.question), RCODE_SERVFAIL, query.edns, None);
     }
 }
 
@@ -221,10 +243,13 @@ fn write_forwarded(out: &mut Vec<u8>, request: &ForwardRequest, cached: &Cached,
             })
             .collect()
     };
-    let flags = u16::from(cached.rcode.low()) | FLAG_RA;
+    let mut flags = u16::from(cached.rcode.low()) | FLAG_RA;
+    // RFC 6840 §5.8: AD only to a client that shows it understands it (DO or AD set).
+    if cached.authenticated && (query.edns.is_some_and(|edns| edns.dnssec_ok) || query.flags & FLAG_AD != 0) {
+        flags |= FLAG_AD;
+    }
     let prepared = wire::prepare(
         &request.name,
-        request.qtype,
         flags,
         &age(&cached.answers),
         &age(&cached.authorities),
@@ -238,7 +263,20 @@ fn write_forwarded(out: &mut Vec<u8>, request: &ForwardRequest, cached: &Cached,
         Transport::Udp => query.udp_limit(),
         Transport::Tcp => usize::from(u16::MAX),
     };
-    wire::write_answer(out, &query, &prepared, 0, limit)
+    // A resolver copies CD (RFC 4035 §3.2.2), unlike an authoritative answer.
+    let extra = query.flags & FLAG_CD;
+    if wire::write_answer(out, &query, &prepared, extra, limit, limit) == wire::Written::Whole {
+        return false;
+    }
+    let (answers, authorities, additionals) =
+        (age(&cached.answers), age(&cached.authorities), age(&cached.additionals));
+    let sections = wire::Sections {
+        answers: &answers,
+        authorities: &authorities,
+        authority_optional: false,
+        additionals: &additionals,
+    };
+    wire::write_limited(out, &query, &request.name, flags | extra, &sections, limit, limit)
 }
 
 /// One question to one upstream: UDP first, TCP when the answer comes back truncated.

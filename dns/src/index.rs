@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
-use hickory_proto::rr::{Name, RData, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rustc_hash::FxHashMap;
 
+use crate::compress::{Body, Encoder};
+use crate::resolve;
 use crate::wire::{self, FLAG_AA, Prepared, RCODE_NXDOMAIN};
 use crate::zone::{ResponseCodeValue, Zone};
 
@@ -38,9 +39,13 @@ pub struct Entry {
 /// The NXDOMAIN template of one zone.
 #[derive(Debug)]
 pub struct NameError {
-    pub apex_length: usize,
-    /// The SOA after its owner name, uncompressed (position independent).
-    pub soa_tail: Box<[u8]>,
+    /// The SOA record, compressed against the apex and its ancestors at the end of any
+    /// question in the zone (NSD's compression table when the closest encloser is the apex).
+    pub soa: Body,
+    apex_length: usize,
+    /// The SOA's names strictly below the apex (lowercase wire form): a question whose closest
+    /// encloser is one of them or their ancestor gets pointers NSD would write into it.
+    names_below_apex: Vec<Box<[u8]>>,
 }
 
 /// All precomputed answers of one view.
@@ -63,37 +68,31 @@ impl Index {
         let mut index = Index::default();
         for (position, zone) in zones.iter().enumerate() {
             index.name_errors.push(name_error_template(zone));
-            for (name, node) in &zone.nodes {
+            for name in zone.nodes.keys() {
                 if deepest_zone(zones, name) != Some(position) {
                     continue;
                 }
                 let below_cut = zone.cut_above(name).is_some();
                 let general_below = below_cut || zone.has_wildcards;
-                let mut types: Vec<RecordType> = node.rrsets.keys().copied().collect();
-                let mut current = node;
-                for _ in 0..8 {
-                    let Some(cname) = current.rrsets.get(&RecordType::CNAME) else { break };
-                    let RData::CNAME(target) = &cname[0].data else { break };
-                    let Some(next) = zone.nodes.get(&target.0.to_lowercase()) else { break };
-                    types.extend(next.rrsets.keys().copied());
-                    current = next;
-                }
-                types.sort();
-                types.dedup();
+                // Every type a CNAME chain from here can end in gets its own answer (a
+                // wildcard synthesizing the target, or another zone of the view, included);
+                // other types share `default`.
+                let types = resolve::chain_types(zones, name);
                 let prepare = |qtype: RecordType| {
-                    let resolution = zone.resolve(name, qtype);
+                    let resolution = resolve::resolve(zones, name, qtype)?;
                     let mut flags = if resolution.authoritative { FLAG_AA } else { 0 };
                     if resolution.rcode == ResponseCodeValue::NameError {
                         flags |= RCODE_NXDOMAIN;
                     }
-                    wire::prepare(
+                    let mut prepared = wire::prepare(
                         name,
-                        qtype,
                         flags,
                         &resolution.answers,
                         &resolution.authorities,
                         &resolution.additionals,
-                    )
+                    )?;
+                    prepared.optional |= resolution.authority_optional;
+                    Some(prepared)
                 };
                 let Some(default) = prepare(ABSENT_TYPE) else { continue };
                 let answers = types
@@ -120,12 +119,49 @@ impl Index {
                     return Lookup::General;
                 }
                 return match self.name_errors.get(entry.zone) {
-                    Some(template) => Lookup::NameError(template),
-                    None => Lookup::General,
+                    Some(template) if !template.compresses_into(&lower[position..]) => Lookup::NameError(template),
+                    _ => Lookup::General,
                 };
             }
         }
         Lookup::General
+    }
+}
+
+impl NameError {
+    /// The template of `zone`'s NXDOMAIN authority records: `records` start with its negative
+    /// SOA (its RRSIGs may follow). Records that cannot be encoded leave the body empty (the
+    /// general path answers then).
+    pub fn new(zone: &Zone, records: &[Record]) -> NameError {
+        let apex = wire_name(&zone.apex);
+        let mut encoder = Encoder::new(&apex, 0, 255);
+        let encoded = records.iter().try_for_each(|record| encoder.record(record));
+        let soa = encoded.map(|()| encoder.finish()).unwrap_or_default();
+        let mut names_below_apex = Vec::new();
+        if let Some(RData::SOA(data)) = records.first().map(|record| &record.data) {
+            for name in [&data.mname, &data.rname] {
+                let name = name.to_lowercase();
+                if zone.apex.zone_of(&name) && name != zone.apex {
+                    names_below_apex.push(wire_name(&name));
+                }
+            }
+        }
+        NameError { soa, apex_length: apex.len(), names_below_apex }
+    }
+
+    /// True when an SOA name would be compressed into the closest encloser `encloser` (or an
+    /// ancestor of it below the apex), which the template does not know: the general path
+    /// answers then.
+    pub fn compresses_into(&self, encloser: &[u8]) -> bool {
+        let mut position = 0;
+        while encloser.len() - position > self.apex_length {
+            let suffix = &encloser[position..];
+            if self.names_below_apex.iter().any(|name| name.ends_with(suffix)) {
+                return true;
+            }
+            position += 1 + usize::from(encloser[position]);
+        }
+        false
     }
 }
 
@@ -160,13 +196,5 @@ pub fn wire_name(name: &Name) -> Box<[u8]> {
 }
 
 fn name_error_template(zone: &Zone) -> NameError {
-    let mut bytes = Vec::new();
-    let mut encoder = BinEncoder::new(&mut bytes);
-    encoder.set_name_encoding(NameEncoding::Uncompressed);
-    let soa = zone.negative_soa();
-    // Encoding an SOA we built ourselves cannot fail; an empty tail would only mean the
-    // general path answers this zone's NXDOMAINs.
-    let _ = soa.emit(&mut encoder);
-    let apex_length = wire::wire_length(&zone.apex);
-    NameError { apex_length, soa_tail: bytes.get(apex_length..).unwrap_or_default().into() }
+    NameError::new(zone, &[zone.negative_soa()])
 }

@@ -66,11 +66,9 @@ impl Serials {
             text.push_str(&format!("{key}\t{hash:016x}\t{serial}\n"));
         }
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
+            lienthong_config::state::create_private_dir(parent)?;
         }
-        let temporary = path.with_extension("tsv.new");
-        std::fs::write(&temporary, text)?;
-        std::fs::rename(&temporary, path)
+        lienthong_config::state::write_private(path, text.as_bytes())
     }
 }
 

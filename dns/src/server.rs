@@ -1,6 +1,7 @@
 //! The drivers: UDP workers (one socket per core with SO_REUSEPORT, each on its own thread,
-//! blocking I/O, no shared state on the hot path) and TCP (tokio; connection cap, idle
-//! timeout, pipelined queries answered in order).
+//! blocking I/O; the only shared state they write on the hot path is the rate limiter's
+//! atomic counters) and TCP (tokio; connection caps in total and per client, deadlines,
+//! pipelined queries answered in order).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,10 +14,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::Error;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Policy};
 use crate::engine::{self, Action, Transport};
 use crate::forward::Forwarder;
-use crate::limits::{RateLimiter, Verdict};
+use crate::limits::{ClientSlots, RateLimiter, Verdict};
 use crate::stats::{Stats, Tally};
 use crate::transfer;
 use crate::wire;
@@ -33,6 +34,10 @@ pub struct Shared {
     pub stopping: AtomicBool,
     pub forwarder: Forwarder,
     pub stats: Stats,
+    /// One limiter for every UDP answer, whichever worker or path sends it.
+    pub limiter: RateLimiter,
+    /// The limiter's clock origin.
+    started: Instant,
     runtime: tokio::runtime::Handle,
 }
 
@@ -44,7 +49,30 @@ impl Shared {
             stopping: AtomicBool::new(false),
             forwarder: Forwarder::new(cache_entries),
             stats: Stats::new(),
+            limiter: RateLimiter::default(),
+            started: Instant::now(),
             runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// Seconds since start: the rate limiter's window number.
+    pub fn seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Applies response rate limiting to the UDP answer in `out` for `peer`: true when it is
+    /// to be sent (possibly slipped to an empty TC=1 answer), false when it is dropped.
+    pub fn admit(&self, policy: &Policy, peer: std::net::IpAddr, now_seconds: u64, out: &mut Vec<u8>) -> bool {
+        match self.limiter.check(peer, policy.rate_limit, &policy.rate_limit_exempt, now_seconds) {
+            Verdict::Send => true,
+            Verdict::Slip => {
+                wire::slip(out);
+                true
+            }
+            Verdict::Drop => {
+                self.stats.rate_limited.increment(1);
+                false
+            }
         }
     }
 
@@ -64,6 +92,24 @@ impl Shared {
         };
         self.generation.fetch_add(1, Ordering::Release);
         old
+    }
+}
+
+/// Binds the UDP sockets and the TCP listener of one listen address on one port. When the
+/// address asks for port 0, the port the UDP sockets got may already be taken for TCP by
+/// someone else: then it tries another port (a fixed port is never changed).
+pub fn bind_pair(address: SocketAddr, workers: usize) -> Result<(Vec<UdpSocket>, TcpListener, SocketAddr), Error> {
+    const ATTEMPTS: usize = 16;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (sockets, bound) = bind_udp(address, workers)?;
+        match bind_tcp(bound) {
+            Ok(listener) => return Ok((sockets, listener, bound)),
+            Err(Error::Bind { source, .. })
+                if address.port() == 0 && source.kind() == std::io::ErrorKind::AddrInUse && attempt < ATTEMPTS => {}
+            Err(error) => return Err(error),
+        }
     }
 }
 
@@ -165,14 +211,14 @@ fn trace_receive_error(error: &std::io::Error) {
     }
 }
 
-/// A UDP worker's own state: its view of the catalog and its rate limiter.
+/// A UDP worker's own state: its view of the catalog, the second its batch arrived in, and
+/// its metric tallies.
 struct UdpWorker {
     socket: Arc<UdpSocket>,
     shared: Arc<Shared>,
     generation: u64,
     catalog: Arc<Catalog>,
-    limiter: RateLimiter,
-    started: Instant,
+    now_seconds: u64,
     tally: Tally,
 }
 
@@ -180,15 +226,7 @@ impl UdpWorker {
     fn new(socket: Arc<UdpSocket>, shared: Arc<Shared>) -> UdpWorker {
         let generation = shared.generation.load(Ordering::Acquire);
         let catalog = shared.current();
-        UdpWorker {
-            socket,
-            shared,
-            generation,
-            catalog,
-            limiter: RateLimiter::default(),
-            started: Instant::now(),
-            tally: Tally::default(),
-        }
+        UdpWorker { socket, shared, generation, catalog, now_seconds: 0, tally: Tally::default() }
     }
 
     /// Hands the counts of the last batch to the metrics.
@@ -196,8 +234,9 @@ impl UdpWorker {
         self.tally.flush(&self.shared.stats);
     }
 
-    /// Picks up a reloaded catalog (one atomic load when nothing changed).
+    /// Picks up a reloaded catalog (one atomic load when nothing changed) and the time.
     fn refresh(&mut self) {
+        self.now_seconds = self.shared.seconds();
         let generation = self.shared.generation.load(Ordering::Acquire);
         if generation != self.generation {
             self.generation = generation;
@@ -213,28 +252,27 @@ impl UdpWorker {
         self.tally.query(outcome.qtype);
         match outcome.action {
             Action::Reply => {
-                let policy = &self.catalog.policy;
-                let now = self.started.elapsed().as_secs();
-                match self.limiter.check(peer.ip(), policy.rate_limit, &policy.rate_limit_exempt, now) {
-                    Verdict::Send => {}
-                    Verdict::Slip => wire::slip(out),
-                    Verdict::Drop => {
-                        shared.stats.rate_limited.increment(1);
-                        return false;
-                    }
+                if !shared.admit(&self.catalog.policy, peer.ip(), self.now_seconds, out) {
+                    return false;
                 }
                 self.tally.response(outcome.rcode, outcome.truncated);
                 true
             }
-            Action::Drop | Action::Transfer(_) => false,
+            Action::Drop | Action::Transfer(..) => false,
             Action::Forward(request) => {
                 shared.stats.forwarded.increment(1);
                 if let Some(truncated) = shared.forwarder.answer_from_cache(&request, Instant::now(), out) {
+                    if !shared.admit(&self.catalog.policy, peer.ip(), self.now_seconds, out) {
+                        return false;
+                    }
                     shared.stats.response(wire::rcode_of(out), truncated);
                     return true;
                 }
                 if shared.forwarder.is_saturated() {
                     crate::forward::write_servfail(out, &request.packet);
+                    if !shared.admit(&self.catalog.policy, peer.ip(), self.now_seconds, out) {
+                        return false;
+                    }
                     shared.stats.response(wire::RCODE_SERVFAIL, false);
                     return true;
                 }
@@ -243,10 +281,15 @@ impl UdpWorker {
                 shared.runtime.spawn(async move {
                     let mut answer = Vec::new();
                     let truncated = task_shared.forwarder.resolve(&request, &mut answer).await;
-                    task_shared.stats.response(wire::rcode_of(&answer), truncated);
-                    if !answer.is_empty() {
-                        let _ = socket.send_to(&answer, peer);
+                    if answer.is_empty() {
+                        return;
                     }
+                    let policy = &task_shared.current().policy;
+                    if !task_shared.admit(policy, peer.ip(), task_shared.seconds(), &mut answer) {
+                        return;
+                    }
+                    task_shared.stats.response(wire::rcode_of(&answer), truncated);
+                    let _ = socket.send_to(&answer, peer);
                 });
                 false
             }
@@ -254,12 +297,24 @@ impl UdpWorker {
     }
 }
 
-/// Accepts TCP connections until shutdown, at most `max_connections` at a time.
+/// The TCP listener's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Open connections per client at most (see [`ClientSlots`]).
+    pub per_client: usize,
+    /// Longest silence between queries, and longest time one query may take to arrive or one
+    /// answer to be written.
+    pub idle: Duration,
+}
+
+/// Accepts TCP connections until shutdown, at most `connections` at a time and
+/// `limits.per_client` per client (a client over it has the new connection closed at once).
 pub async fn tcp_acceptor(
     listener: TcpListener,
     shared: Arc<Shared>,
     connections: Arc<Semaphore>,
-    idle_timeout: Duration,
+    clients: Arc<ClientSlots>,
+    limits: TcpLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -278,10 +333,17 @@ pub async fn tcp_acceptor(
                 continue;
             }
         };
+        let Some(slot) = clients.take(peer.ip(), limits.per_client) else {
+            shared.stats.tcp_refused.increment(1);
+            tracing::debug!(client = %peer, "DNS TCP connection over the per-client cap closed");
+            drop(stream);
+            continue;
+        };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            tcp_connection(stream, peer, shared, idle_timeout, shutdown).await;
+            tcp_connection(stream, peer, shared, limits.idle, shutdown).await;
+            drop(slot);
             drop(permit);
         });
     }
@@ -304,6 +366,8 @@ async fn tcp_connection(
             _ = shutdown.changed() => return,
         };
         let mut packet = vec![0u8; usize::from(length)];
+        // The query's body must follow within the same deadline: a client trickling bytes
+        // does not keep its slot.
         match tokio::time::timeout(idle, reader.read_exact(&mut packet)).await {
             Ok(Ok(_)) => {}
             _ => return,
@@ -326,10 +390,11 @@ async fn tcp_connection(
                 shared.stats.response(wire::rcode_of(&out), truncated);
                 vec![std::mem::take(&mut out)]
             }
-            Action::Transfer(zone) => {
+            Action::Transfer(zone, client_serial) => {
                 shared.stats.transfers.increment(1);
-                tracing::info!(zone = %zone.apex, serial = zone.serial(), secondary = %peer, "zone transfer");
-                transfer::axfr_messages(&packet, &zone)
+                let kind = if client_serial.is_some() { "IXFR" } else { "AXFR" };
+                tracing::info!(zone = %zone.apex, serial = zone.serial(), secondary = %peer, kind, "zone transfer");
+                transfer::messages(&packet, &zone, client_serial)
             }
         };
         for message in messages {
@@ -342,5 +407,51 @@ async fn tcp_connection(
                 _ => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog(directory: &std::path::Path) -> Catalog {
+        let text = format!(
+            "[server]\nhostname = \"hub.ninhthuan.gov.vn\"\naddresses = [\"10.20.0.5\"]\nstate_dir = \"{}\"\n\n[dns]\nrate_limit = 5\nrate_limit_exempt = []\n\n[[dns.zone]]\nname = \"ninhthuan.gov.vn\"\n\n[mail]\nenabled = false\n\n[conference]\nenabled = false\n",
+            directory.join("state").display()
+        );
+        let config = lienthong_config::parse(&text, "t.toml", directory).unwrap();
+        Catalog::build(&config, &[], &mut crate::serial::Serials::in_memory(), 1_700_000_000).unwrap()
+    }
+
+    fn query() -> Vec<u8> {
+        let mut packet = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in ["hub", "ninhthuan", "gov", "vn"] {
+            packet.push(label.len() as u8);
+            packet.extend_from_slice(label.as_bytes());
+        }
+        packet.extend_from_slice(&[0, 0, 1, 0, 1]);
+        packet
+    }
+
+    #[tokio::test]
+    async fn every_worker_counts_against_one_limit() {
+        let directory = tempfile::tempdir().unwrap();
+        let shared = Arc::new(Shared::new(catalog(directory.path()), 10));
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let mut workers: Vec<UdpWorker> = (0..4).map(|_| UdpWorker::new(socket.clone(), shared.clone())).collect();
+        let peer: SocketAddr = "203.0.113.7:5353".parse().unwrap();
+        let mut full = 0;
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            for worker in &mut workers {
+                worker.refresh();
+                if worker.answer(&query(), peer, &mut out) && out[2] & 0x02 == 0 {
+                    full += 1;
+                }
+            }
+        }
+        // 20 queries over four workers within one second: the limit is 5 in total. (The
+        // window may roll over once on a slow machine: at most twice the limit.)
+        assert!((5..=10).contains(&full), "{full} full answers: each worker had its own budget");
     }
 }

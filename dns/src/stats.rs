@@ -30,6 +30,8 @@ pub struct Stats {
     pub truncated: Counter,
     pub refused: Counter,
     pub rate_limited: Counter,
+    /// TCP connections closed at once because their client was over its cap.
+    pub tcp_refused: Counter,
     pub forwarded: Counter,
     pub transfers: Counter,
 }
@@ -50,6 +52,7 @@ impl Stats {
             truncated: metrics::counter!("lienthong_dns_truncated_total"),
             refused: metrics::counter!("lienthong_dns_refused_total"),
             rate_limited: metrics::counter!("lienthong_dns_rate_limited_total"),
+            tcp_refused: metrics::counter!("lienthong_dns_tcp_refused_total"),
             forwarded: metrics::counter!("lienthong_dns_forwarded_total"),
             transfers: metrics::counter!("lienthong_dns_transfers_total"),
         }

@@ -1,4 +1,5 @@
-//! Zone transfers to secondaries (AXFR, RFC 5936) and NOTIFY when a zone changes (RFC 1996).
+//! Zone transfers to secondaries (AXFR, RFC 5936; IXFR, RFC 1995) and NOTIFY when a zone
+//! changes (RFC 1996).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,12 +16,20 @@ const MESSAGE_BUDGET: usize = 16_000;
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
 const NOTIFY_ATTEMPTS: usize = 3;
 
-/// The AXFR answer to `request` (a parsed query packet): the SOA, every record, the SOA again,
-/// split into messages of about [`MESSAGE_BUDGET`] bytes. Each message is ready to send.
-pub fn axfr_messages(request: &[u8], zone: &Zone) -> Vec<Vec<u8>> {
+/// The transfer answer to `request` (a parsed query packet), split into messages of about
+/// [`MESSAGE_BUDGET`] bytes, each ready to send. AXFR (`client_serial` is `None`): the SOA,
+/// every record, the SOA again. IXFR from `client_serial`: the incremental answer when the
+/// zone's history reaches back to it, else (RFC 1995 §4) the full zone as AXFR has it.
+pub fn messages(request: &[u8], zone: &Zone, client_serial: Option<u32>) -> Vec<Vec<u8>> {
     let Ok(request) = Message::from_vec(request) else { return Vec::new() };
-    let mut records = zone.all_records();
-    records.push(zone.soa.clone());
+    let records = match client_serial.and_then(|serial| crate::history::incremental(zone, serial)) {
+        Some(records) => records,
+        None => {
+            let mut records = zone.all_records();
+            records.push(zone.soa.clone());
+            records
+        }
+    };
     let mut messages = Vec::new();
     let mut current = new_message(&request);
     let mut size = 0;

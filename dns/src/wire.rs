@@ -6,8 +6,10 @@
 //! compression pointer into it stays valid, and the answer's owner names show the case the
 //! client asked with.
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query as HickoryQuery};
 use hickory_proto::rr::{Name, Record, RecordType};
+
+use crate::compress::{Body, Encoder};
+pub use crate::truncate::{Sections, write_limited};
 
 /// Largest UDP answer we send, whatever the client offers (the DNS flag day 2020 value).
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
@@ -17,6 +19,7 @@ pub const FLAG_AA: u16 = 0x0400;
 pub const FLAG_TC: u16 = 0x0200;
 pub const FLAG_RD: u16 = 0x0100;
 pub const FLAG_RA: u16 = 0x0080;
+pub const FLAG_AD: u16 = 0x0020;
 pub const FLAG_CD: u16 = 0x0010;
 
 pub const RCODE_FORMERR: u16 = 1;
@@ -33,6 +36,10 @@ pub const RCODE_BADVERS: u16 = 16;
 pub struct Prepared {
     /// AA flag and rcode bits for the header.
     pub flags: u16,
+    /// True when the body has optional sections (a positive answer's apex NS, additional
+    /// records): a UDP answer that does not fit is then rebuilt without them rather than
+    /// truncated ([`write_limited`]).
+    pub optional: bool,
     pub answers: u16,
     pub authorities: u16,
     pub additionals: u16,
@@ -59,6 +66,8 @@ pub struct Query<'a> {
     pub qtype: u16,
     pub qclass: u16,
     pub edns: Option<Edns>,
+    /// For IXFR: the serial of the client's SOA in the authority section.
+    pub ixfr_serial: Option<u32>,
     /// Lowercase QNAME in wire form (first `name_length` bytes).
     pub lower: [u8; 255],
 }
@@ -94,12 +103,26 @@ impl<'a> Query<'a> {
         if opcode != 0 {
             return Err(Malformed::OtherOpcode { id, flags, question_end });
         }
-        let format_error = Malformed::FormatError { id, flags, question_end };
+        // NSD clears every flag when the question count is not one, and keeps RD otherwise.
+        let format_flags = if questions == 1 { flags } else { 0 };
+        let format_error = Malformed::FormatError { id, flags: format_flags, question_end };
         let Some((end, name_length)) = parsed_question else { return Err(format_error) };
-        if answers != 0 || authorities != 0 {
+        let qtype = u16::from_be_bytes([packet[end - 4], packet[end - 3]]);
+        // Only IXFR may carry authority records: the client's SOA (RFC 1995), at most 64 as
+        // NSD allows.
+        let is_ixfr = qtype == u16::from(RecordType::IXFR);
+        if answers != 0 || (authorities != 0 && !is_ixfr) || authorities > 64 {
             return Err(format_error);
         }
         let mut position = end;
+        let mut ixfr_serial = None;
+        for _ in 0..authorities {
+            let (record_type, _, _, rdata_start, rdata_end) = read_record(packet, position).ok_or(format_error)?;
+            if record_type == u16::from(RecordType::SOA) && ixfr_serial.is_none() {
+                ixfr_serial = soa_serial(packet, rdata_start, rdata_end);
+            }
+            position = rdata_end;
+        }
         let mut edns = None;
         for _ in 0..additionals {
             let (record_type, class, ttl, rdata_start, rdata_end) =
@@ -114,9 +137,8 @@ impl<'a> Query<'a> {
             position = rdata_end;
         }
         let question = &packet[12..end];
-        let qtype = u16::from_be_bytes([packet[end - 4], packet[end - 3]]);
         let qclass = u16::from_be_bytes([packet[end - 2], packet[end - 1]]);
-        Ok(Query { id, flags, question, name_length, qtype, qclass, edns, lower })
+        Ok(Query { id, flags, question, name_length, qtype, qclass, edns, ixfr_serial, lower })
     }
 
     /// The lowercase QNAME in wire form.
@@ -153,6 +175,19 @@ pub fn labels(wire: &[u8]) -> Vec<&[u8]> {
     labels
 }
 
+/// A wire-form name with ASCII letters lowercased (label lengths untouched).
+pub fn lowercase(wire: &[u8]) -> Vec<u8> {
+    let mut lower = wire.to_vec();
+    let mut position = 0;
+    while position < lower.len() && lower[position] != 0 {
+        let length = usize::from(lower[position]);
+        let end = (position + 1 + length).min(lower.len());
+        lower[position + 1..end].make_ascii_lowercase();
+        position = end;
+    }
+    lower
+}
+
 /// Reads QNAME/QTYPE/QCLASS at offset 12 into `lower`; returns (end, name length).
 /// Compression pointers are not accepted in a question (no client sends them).
 fn read_question(packet: &[u8], lower: &mut [u8; 255]) -> Option<(usize, usize)> {
@@ -181,6 +216,26 @@ fn read_question(packet: &[u8], lower: &mut [u8; 255]) -> Option<(usize, usize)>
         return None;
     }
     Some((end, length))
+}
+
+/// The serial of an SOA whose RDATA is `packet[start..end]` (two names, then five numbers).
+fn soa_serial(packet: &[u8], start: usize, end: usize) -> Option<u32> {
+    let mut position = start;
+    for _ in 0..2 {
+        loop {
+            let label = usize::from(*packet.get(position)?);
+            if label & 0xC0 == 0xC0 {
+                position += 2;
+                break;
+            }
+            position += label + 1;
+            if label == 0 {
+                break;
+            }
+        }
+    }
+    let serial = packet.get(position..position + 4)?;
+    (position + 20 <= end).then(|| u32::from_be_bytes([serial[0], serial[1], serial[2], serial[3]]))
 }
 
 /// Skips one resource record at `position`: (type, class, ttl, rdata start, rdata end).
@@ -212,29 +267,31 @@ fn read_record(packet: &[u8], mut position: usize) -> Option<(u16, u16, u32, usi
     Some((record_type, class, ttl, start, end))
 }
 
-/// Encodes sections after a question of `qname`/`qtype` (both as the query has them, `qname`
-/// lowercase). `None` when hickory cannot encode them (e.g. over 64 KiB).
+/// Encodes sections after a question of `qname` (lowercase), compressed as NSD compresses ([`crate::compress`]). `None` when a record cannot
+/// be encoded or the sections pass 64 KiB.
 pub fn prepare(
     qname: &Name,
-    qtype: RecordType,
     flags: u16,
     answers: &[Record],
     authorities: &[Record],
     additionals: &[Record],
 ) -> Option<Prepared> {
-    let mut message = Message::new(0, MessageType::Response, OpCode::Query);
-    message.add_query(HickoryQuery::query(qname.clone(), qtype));
-    message.add_answers(answers.iter().cloned());
-    message.add_authorities(authorities.iter().cloned());
-    message.add_additionals(additionals.iter().cloned());
-    let bytes = message.to_vec().ok()?;
-    let skip = 12 + wire_length(qname) + 4;
+    let question = crate::index::wire_name(qname);
+    let mut encoder = Encoder::for_question(&question);
+    for record in answers.iter().chain(authorities).chain(additionals) {
+        encoder.record(record)?;
+    }
+    let body = encoder.finish();
+    if 12 + question.len() + 4 + body.len() > usize::from(u16::MAX) {
+        return None;
+    }
     Some(Prepared {
         flags,
+        optional: !additionals.is_empty(),
         answers: u16::try_from(answers.len()).ok()?,
         authorities: u16::try_from(authorities.len()).ok()?,
         additionals: u16::try_from(additionals.len()).ok()?,
-        body: bytes.get(skip..)?.into(),
+        body: body.resolve(question.len()).into(),
     })
 }
 
@@ -243,14 +300,40 @@ pub fn wire_length(name: &Name) -> usize {
     name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
 }
 
-/// The OPT record we answer with: our payload size, version 0, no options.
-fn push_opt(out: &mut Vec<u8>, extended_rcode: u8) {
-    out.extend_from_slice(&[0, 0, 41]);
-    out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
-    out.extend_from_slice(&[extended_rcode, 0, 0, 0, 0, 0]);
+/// The OPT record we answer with: our payload size, version 0, the query's DO bit copied
+/// (RFC 3225), no options.
+pub(crate) fn push_opt(out: &mut Vec<u8>, extended_rcode: u8, dnssec_ok: bool) {
+    push_opt_with(out, extended_rcode, dnssec_ok, None);
 }
 
-fn push_header(out: &mut Vec<u8>, id: u16, flags: u16, counts: [u16; 4]) {
+/// OPT with an Extended DNS Error (RFC 8914) info code, as NSD adds to its refusals.
+fn push_opt_with(out: &mut Vec<u8>, extended_rcode: u8, dnssec_ok: bool, extended_error: Option<u16>) {
+    out.extend_from_slice(&[0, 0, 41]);
+    out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+    out.extend_from_slice(&[extended_rcode, 0, if dnssec_ok { 0x80 } else { 0 }, 0]);
+    match extended_error {
+        None => out.extend_from_slice(&[0, 0]),
+        Some(code) => {
+            out.extend_from_slice(&6u16.to_be_bytes());
+            out.extend_from_slice(&EDE_OPTION.to_be_bytes());
+            out.extend_from_slice(&2u16.to_be_bytes());
+            out.extend_from_slice(&code.to_be_bytes());
+        }
+    }
+}
+
+/// The EDNS option code of Extended DNS Errors.
+const EDE_OPTION: u16 = 15;
+/// Extended DNS Error info codes NSD sends.
+pub const EDE_PROHIBITED: u16 = 18;
+pub const EDE_NOT_AUTHORITATIVE: u16 = 20;
+pub const EDE_NOT_SUPPORTED: u16 = 21;
+
+pub(crate) fn dnssec_ok(query: &Query<'_>) -> bool {
+    query.edns.is_some_and(|edns| edns.dnssec_ok)
+}
+
+pub(crate) fn push_header(out: &mut Vec<u8>, id: u16, flags: u16, counts: [u16; 4]) {
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(&flags.to_be_bytes());
     for count in counts {
@@ -258,75 +341,108 @@ fn push_header(out: &mut Vec<u8>, id: u16, flags: u16, counts: [u16; 4]) {
     }
 }
 
-/// Response flags from query flags: QR, the query's opcode, RD and CD copied.
+/// Response flags from query flags: QR, the query's opcode and RD copied. CD is not: an
+/// authoritative answer clears it, as NSD does; the forwarder copies it itself.
 pub fn response_flags(query_flags: u16, extra: u16) -> u16 {
-    FLAG_QR | (query_flags & (0x7800 | FLAG_RD | FLAG_CD)) | extra
+    FLAG_QR | (query_flags & (0x7800 | FLAG_RD)) | extra
 }
 
-/// Writes a full answer into `out`; sets TC and drops every section when over `limit`.
-/// Returns true when the answer was truncated.
-pub fn write_answer(out: &mut Vec<u8>, query: &Query<'_>, prepared: &Prepared, extra_flags: u16, limit: usize) -> bool {
+/// Whether an answer went out as prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Whole,
+    /// Over the size limit: the caller rebuilds it with [`write_limited`].
+    TooLarge,
+}
+
+/// Writes a full answer into `out` if it fits in `limit` (and, when it has optional
+/// sections, in `optional_limit`).
+pub fn write_answer(
+    out: &mut Vec<u8>,
+    query: &Query<'_>,
+    prepared: &Prepared,
+    extra_flags: u16,
+    limit: usize,
+    optional_limit: usize,
+) -> Written {
     out.clear();
     let edns = query.edns.is_some();
     let total = 12 + query.question.len() + prepared.body.len() + if edns { 11 } else { 0 };
-    let flags = response_flags(query.flags, prepared.flags | extra_flags);
-    if total > limit {
-        push_header(out, query.id, flags | FLAG_TC, [1, 0, 0, u16::from(edns)]);
-        out.extend_from_slice(query.question);
-        if edns {
-            push_opt(out, 0);
-        }
-        return true;
+    if total > limit || (prepared.optional && total > optional_limit) {
+        return Written::TooLarge;
     }
+    let flags = response_flags(query.flags, prepared.flags | extra_flags);
     let additionals = prepared.additionals + u16::from(edns);
     push_header(out, query.id, flags, [1, prepared.answers, prepared.authorities, additionals]);
     out.extend_from_slice(query.question);
     out.extend_from_slice(&prepared.body);
     if edns {
-        push_opt(out, 0);
+        push_opt(out, 0, dnssec_ok(query));
     }
-    false
+    Written::Whole
 }
 
-/// NXDOMAIN with the zone's SOA: `soa_tail` is the SOA record after its owner name, and the
-/// owner is a pointer to the apex inside the echoed QNAME (`apex_length` bytes at its end).
-pub fn write_name_error(
-    out: &mut Vec<u8>,
-    query: &Query<'_>,
-    apex_length: usize,
-    soa_tail: &[u8],
-    extra_flags: u16,
-    limit: usize,
-) -> bool {
-    let pointer = 0xC000 | (12 + query.name_length - apex_length) as u16;
-    let mut body = Vec::with_capacity(2 + soa_tail.len());
-    body.extend_from_slice(&pointer.to_be_bytes());
-    body.extend_from_slice(soa_tail);
-    let prepared =
-        Prepared { flags: FLAG_AA | RCODE_NXDOMAIN, answers: 0, authorities: 1, additionals: 0, body: body.into() };
-    write_answer(out, query, &prepared, extra_flags, limit)
+/// NXDOMAIN with the zone's SOA: `soa` is the SOA record encoded to follow any question in
+/// the zone ([`Body`]).
+pub fn write_name_error(out: &mut Vec<u8>, query: &Query<'_>, soa: &Body, extra_flags: u16, limit: usize) -> Written {
+    out.clear();
+    let edns = query.edns.is_some();
+    let total = 12 + query.question.len() + soa.len() + if edns { 11 } else { 0 };
+    if total > limit {
+        return Written::TooLarge;
+    }
+    let flags = response_flags(query.flags, FLAG_AA | RCODE_NXDOMAIN | extra_flags);
+    push_header(out, query.id, flags, [1, 0, 1, u16::from(edns)]);
+    out.extend_from_slice(query.question);
+    let sections_start = out.len();
+    soa.write(out, query.name_length, sections_start);
+    if edns {
+        push_opt(out, 0, dnssec_ok(query));
+    }
+    Written::Whole
 }
 
-/// An answer with only a header, the question (when readable) and OPT: errors and REFUSED.
+/// An answer with only a header, the question (when given) and OPT (when `edns` is given:
+/// the query's DO bit): REFUSED, NOTAUTH, SERVFAIL, BADVERS. Flags as NSD sets them after
+/// reading a query: QR, the opcode and RD.
 pub fn write_error(
     out: &mut Vec<u8>,
-    packet: &[u8],
     id: u16,
     query_flags: u16,
-    question_end: Option<usize>,
+    question: Option<&[u8]>,
     rcode: u16,
-    edns: bool,
+    edns: Option<Edns>,
+) {
+    write_refusal(out, id, response_flags(query_flags, rcode & 0xF), question, rcode, edns, None);
+}
+
+/// [`write_error`] with the header flags given whole and an optional Extended DNS Error.
+pub fn write_refusal(
+    out: &mut Vec<u8>,
+    id: u16,
+    flags: u16,
+    question: Option<&[u8]>,
+    rcode: u16,
+    edns: Option<Edns>,
+    extended_error: Option<u16>,
 ) {
     out.clear();
-    let flags = response_flags(query_flags, rcode & 0xF);
-    let question = question_end.and_then(|end| packet.get(12..end));
-    push_header(out, id, flags, [u16::from(question.is_some()), 0, 0, u16::from(edns)]);
+    push_header(out, id, flags, [u16::from(question.is_some()), 0, 0, u16::from(edns.is_some())]);
     if let Some(question) = question {
         out.extend_from_slice(question);
     }
-    if edns {
-        push_opt(out, (rcode >> 4) as u8);
+    if let Some(edns) = edns {
+        push_opt_with(out, (rcode >> 4) as u8, edns.dnssec_ok, extended_error);
     }
+}
+
+/// A header-only error for a message that was not read as a query, as NSD's `query_error`:
+/// FORMERR keeps only RD and the opcode of the query's flags; other rcodes (NOTIMP for an
+/// unknown opcode) keep every flag but AD. No question, no OPT.
+pub fn write_header_error(out: &mut Vec<u8>, id: u16, query_flags: u16, rcode: u16) {
+    out.clear();
+    let kept = if rcode == RCODE_FORMERR { query_flags & (0x7800 | FLAG_RD) } else { query_flags & !(FLAG_AD | 0xF) };
+    push_header(out, id, FLAG_QR | kept | (rcode & 0xF), [0, 0, 0, 0]);
 }
 
 /// Turns an answer in `out` into an empty TC=1 answer (header and question only): the

@@ -13,13 +13,12 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rustc_hash::FxHashMap;
 
-/// How many CNAMEs are followed inside a zone before giving up (loops are cut there too).
-const CNAME_CHAIN_LIMIT: usize = 8;
-
 /// A name in the zone: its record sets by type (empty for an empty non-terminal).
 #[derive(Debug, Default, Clone)]
 pub struct Node {
     pub rrsets: BTreeMap<RecordType, Vec<Record>>,
+    /// The types in the order the zone data first gave them (NSD's order, which ANY uses).
+    pub order: Vec<RecordType>,
 }
 
 /// A zone ready to answer from.
@@ -34,6 +33,10 @@ pub struct Zone {
     pub cuts: Vec<Name>,
     pub has_wildcards: bool,
     pub secondaries: Vec<SocketAddr>,
+    /// Differences from earlier serials, oldest first, for IXFR.
+    pub history: Vec<std::sync::Arc<crate::history::Difference>>,
+    /// Signatures and NSEC3 chain when the zone is signed ([`crate::dnssec::sign`]).
+    pub dnssec: Option<std::sync::Arc<crate::dnssec::Signatures>>,
 }
 
 /// What the zone says about one question.
@@ -43,6 +46,9 @@ pub struct Resolution {
     pub authoritative: bool,
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
+    /// True when the authority section is only the optional apex NS set of a positive answer
+    /// (dropped, like the additional section, when a UDP answer would not fit).
+    pub authority_optional: bool,
     pub additionals: Vec<Record>,
 }
 
@@ -80,7 +86,11 @@ impl Zone {
                 parent = parent.base_name();
                 nodes.entry(parent.clone()).or_default();
             }
-            let rrset = nodes.entry(owner).or_default().rrsets.entry(record.record_type()).or_default();
+            let node = nodes.entry(owner).or_default();
+            if !node.order.contains(&record.record_type()) {
+                node.order.push(record.record_type());
+            }
+            let rrset = node.rrsets.entry(record.record_type()).or_default();
             if !rrset.iter().any(|existing| existing.data == record.data) {
                 rrset.push(record);
             }
@@ -93,7 +103,7 @@ impl Zone {
             .map(|(name, _)| name.clone())
             .collect();
         cuts.sort();
-        Zone { apex, soa, nodes, cuts, has_wildcards, secondaries }
+        Zone { apex, soa, nodes, cuts, has_wildcards, secondaries, history: Vec::new(), dnssec: None }
     }
 
     pub fn serial(&self) -> u32 {
@@ -128,109 +138,6 @@ impl Zone {
         found
     }
 
-    /// Answers `qname`/`qtype`; `qname` is lowercase and lies within the apex.
-    pub fn resolve(&self, qname: &Name, qtype: RecordType) -> Resolution {
-        let mut resolution = Resolution { authoritative: true, ..Resolution::default() };
-        let mut current = qname.clone();
-        for _ in 0..CNAME_CHAIN_LIMIT {
-            if let Some(cut) = self.cut_above(&current) {
-                if current == *cut && qtype == RecordType::DS && resolution.answers.is_empty() {
-                    // DS lives on the parent side of a cut; we keep none, so: no data.
-                    resolution.authorities.push(self.negative_soa());
-                    return resolution;
-                }
-                if resolution.answers.is_empty() {
-                    self.referral(cut, &mut resolution);
-                }
-                return resolution;
-            }
-            let (node, owner) = match self.nodes.get(&current) {
-                Some(node) => (node, current.clone()),
-                None => match self.wildcard_for(&current) {
-                    Some(node) => (node, current.clone()),
-                    None => {
-                        resolution.rcode = ResponseCodeValue::NameError;
-                        resolution.authorities.push(self.negative_soa());
-                        return resolution;
-                    }
-                },
-            };
-            let synthesize = |records: &[Record]| -> Vec<Record> {
-                records
-                    .iter()
-                    .map(|record| {
-                        let mut record = record.clone();
-                        record.name = owner.clone();
-                        record
-                    })
-                    .collect()
-            };
-            if qtype == RecordType::ANY {
-                if node.rrsets.is_empty() {
-                    resolution.authorities.push(self.negative_soa());
-                }
-                for records in node.rrsets.values() {
-                    resolution.answers.extend(synthesize(records));
-                }
-                return resolution;
-            }
-            if let Some(records) = node.rrsets.get(&qtype) {
-                resolution.answers.extend(synthesize(records));
-                return resolution;
-            }
-            if let Some(cname) = node.rrsets.get(&RecordType::CNAME) {
-                resolution.answers.extend(synthesize(cname));
-                let RData::CNAME(target) = &cname[0].data else { return resolution };
-                let target = target.0.to_lowercase();
-                if !self.apex.zone_of(&target) || resolution.answers.iter().any(|record| record.name == target) {
-                    return resolution;
-                }
-                current = target;
-                continue;
-            }
-            resolution.authorities.push(self.negative_soa());
-            return resolution;
-        }
-        resolution
-    }
-
-    /// The `*` node that synthesizes answers for a name that does not exist (RFC 4592: the
-    /// wildcard child of the closest encloser).
-    fn wildcard_for(&self, name: &Name) -> Option<&Node> {
-        if !self.has_wildcards {
-            return None;
-        }
-        let mut encloser = name.base_name();
-        while !self.nodes.contains_key(&encloser) {
-            if encloser.num_labels() <= self.apex.num_labels() {
-                break;
-            }
-            encloser = encloser.base_name();
-        }
-        let wildcard = encloser.prepend_label("*").ok()?;
-        self.nodes.get(&wildcard)
-    }
-
-    fn referral(&self, cut: &Name, resolution: &mut Resolution) {
-        resolution.authoritative = false;
-        let Some(ns) = self.nodes.get(cut).and_then(|node| node.rrsets.get(&RecordType::NS)) else { return };
-        resolution.authorities.extend(ns.iter().cloned());
-        for record in ns {
-            let RData::NS(target) = &record.data else { continue };
-            let target = target.0.to_lowercase();
-            if !self.apex.zone_of(&target) {
-                continue;
-            }
-            if let Some(node) = self.nodes.get(&target) {
-                for record_type in [RecordType::A, RecordType::AAAA] {
-                    if let Some(glue) = node.rrsets.get(&record_type) {
-                        resolution.additionals.extend(glue.iter().cloned());
-                    }
-                }
-            }
-        }
-    }
-
     /// How many records the zone holds.
     pub fn record_count(&self) -> usize {
         self.nodes.values().flat_map(|node| node.rrsets.values()).map(Vec::len).sum()
@@ -246,6 +153,9 @@ impl Zone {
                 records
                     .extend(records_of_type.iter().filter(|record| record.record_type() != RecordType::SOA).cloned());
             }
+        }
+        if let Some(signatures) = &self.dnssec {
+            records.extend(signatures.records());
         }
         records
     }

@@ -2,7 +2,7 @@
 //! previous one), parentheses across lines, `;` comments and quoted strings.
 //!
 //! Only the record types lienthong serves are accepted (A, AAAA, CNAME, MX, NS, SOA, TXT, SRV,
-//! PTR, CAA); anything else is an error with its line and column, so an operator never
+//! PTR, CAA, and DS at a delegation to a signed child); anything else is an error with its line and column, so an operator never
 //! believes a record is served when it is not.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -10,6 +10,9 @@ use std::str::FromStr;
 
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+
+/// The record types a zone file may hold, for error messages.
+const SERVED_TYPES: &str = "A, AAAA, CNAME, MX, NS, SOA, TXT, SRV, PTR, CAA or DS";
 
 /// A problem in zone text: where it is (1-based) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +25,19 @@ pub struct ZoneError {
 /// Parses zone text whose relative names are taken from `origin`. Every record must lie
 /// within `zone`. Returns the records, or every error found (parsing goes on after an error).
 pub fn parse(text: &str, origin: &Name, zone: &Name, default_ttl: u32) -> Result<Vec<Record>, Vec<ZoneError>> {
+    parse_with_positions(text, origin, zone, default_ttl).map(|(records, _)| records)
+}
+
+/// Line and column (1-based) of a record's data in zone text.
+pub type Position = (usize, usize);
+
+/// [`parse`], with the position of each record's data alongside.
+pub fn parse_with_positions(
+    text: &str,
+    origin: &Name,
+    zone: &Name,
+    default_ttl: u32,
+) -> Result<(Vec<Record>, Vec<Position>), Vec<ZoneError>> {
     let mut parser = Parser {
         origin: origin.clone(),
         zone: zone.clone(),
@@ -29,6 +45,7 @@ pub fn parse(text: &str, origin: &Name, zone: &Name, default_ttl: u32) -> Result
         explicit_default_ttl: false,
         previous_owner: None,
         records: Vec::new(),
+        positions: Vec::new(),
         errors: Vec::new(),
     };
     for entry in entries(text, &mut parser.errors) {
@@ -36,7 +53,7 @@ pub fn parse(text: &str, origin: &Name, zone: &Name, default_ttl: u32) -> Result
             parser.errors.push(error);
         }
     }
-    if parser.errors.is_empty() { Ok(parser.records) } else { Err(parser.errors) }
+    if parser.errors.is_empty() { Ok((parser.records, parser.positions)) } else { Err(parser.errors) }
 }
 
 /// One token with its position; `quoted` tokens are never names or directives.
@@ -163,6 +180,7 @@ struct Parser {
     explicit_default_ttl: bool,
     previous_owner: Option<Name>,
     records: Vec<Record>,
+    positions: Vec<(usize, usize)>,
     errors: Vec<ZoneError>,
 }
 
@@ -236,6 +254,8 @@ impl Parser {
         }
         let mut record = Record::from_rdata(owner, ttl, rdata);
         record.dns_class = DNSClass::IN;
+        let at = data.first().unwrap_or(type_token);
+        self.positions.push((at.line, at.column));
         self.records.push(record);
         Ok(())
     }
@@ -366,11 +386,18 @@ impl Parser {
                 RData::try_from_str(RecordType::CAA, &text)
                     .map_err(|error| error_at(&data[0], format!("not a valid CAA record: {error}")))?
             }
+            RecordType::DS => {
+                // The digest may be split over several tokens (as `dnssec-dsfromkey` prints it).
+                if data.len() < 4 {
+                    return Err(error_at(type_token, "DS needs a key tag, algorithm, digest type and digest"));
+                }
+                let digest: String = data[3..].iter().map(|token| token.text.as_str()).collect();
+                let text = format!("{} {} {} {digest}", data[0].text, data[1].text, data[2].text);
+                RData::try_from_str(RecordType::DS, &text)
+                    .map_err(|error| error_at(&data[0], format!("not a valid DS record: {error}")))?
+            }
             other => {
-                return Err(error_at(
-                    type_token,
-                    format!("type {other} is not served (expected A, AAAA, CNAME, MX, NS, SOA, TXT, SRV, PTR or CAA)"),
-                ));
+                return Err(error_at(type_token, format!("type {other} is not served (expected {SERVED_TYPES})")));
             }
         })
     }
@@ -455,7 +482,7 @@ mod tests {
             rendered,
             [
                 "2:7: `10.0.0.300` is not an IPv4 address",
-                "3:10: type HINFO is not served (expected A, AAAA, CNAME, MX, NS, SOA, TXT, SRV, PTR or CAA)",
+                "3:10: type HINFO is not served (expected A, AAAA, CNAME, MX, NS, SOA, TXT, SRV, PTR, CAA or DS)",
                 "4:1: `far.example.com.` is outside the zone `ninhthuan.gov.vn.`",
             ]
         );
@@ -465,5 +492,19 @@ mod tests {
     fn unclosed_parenthesis_is_an_error() {
         let errors = parse("@ SOA a b ( 1 2 3 4 5\n", &zone(), &zone(), 60).unwrap_err();
         assert_eq!(errors[0].message, "`(` is never closed");
+    }
+
+    #[test]
+    fn ds_at_a_delegation_parses_with_its_digest_split_over_tokens() {
+        let apex = Name::from_ascii("ninhthuan.gov.vn.").unwrap();
+        let text =
+            "huyen 3600 IN DS 12345 13 2 2b9a7c2f4e7d0a1c2b9a7c2f4e7d0a1c ( 2b9a7c2f4e7d0a1c2b9a7c2f4e7d0a1c )\n";
+        let records = parse(text, &apex, &apex, 300).unwrap();
+        assert_eq!(
+            records[0].to_string(),
+            "huyen.ninhthuan.gov.vn. 3600 IN DS 12345 13 2 2B9A7C2F4E7D0A1C2B9A7C2F4E7D0A1C2B9A7C2F4E7D0A1C2B9A7C2F4E7D0A1C"
+        );
+        let errors = parse("huyen IN DS 12345 13\n", &apex, &apex, 300).unwrap_err();
+        assert!(errors[0].message.contains("DS needs"), "{}", errors[0].message);
     }
 }

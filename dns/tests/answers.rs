@@ -244,7 +244,7 @@ fn a_changed_zone_gets_a_higher_serial_and_an_unchanged_one_keeps_it() {
     let directory = tempfile::tempdir().unwrap();
     let config = config(directory.path(), "");
     let mut serials = lienthong_dns::serial::Serials::in_memory();
-    let serial = |catalog: &lienthong_dns::catalog::Catalog| catalog.zones[0].0.serial();
+    let serial = |catalog: &lienthong_dns::catalog::Catalog| catalog.zones[0].zone.serial();
     let first = lienthong_dns::catalog::Catalog::build(&config, &[], &mut serials, 1_700_000_000).unwrap();
     let same = lienthong_dns::catalog::Catalog::build(&config, &[], &mut serials, 1_700_000_100).unwrap();
     assert_eq!(serial(&first), 2024010101);
@@ -312,4 +312,49 @@ fn check_refuses_a_cname_beside_other_data_and_a_second_soa() {
             .ends_with("dns.zone[0]: `www.ninhthuan.gov.vn.` has a CNAME and other records (a CNAME must stand alone)"),
         "{problems:#?}"
     );
+}
+
+#[test]
+fn the_do_bit_is_copied_into_the_answer() {
+    let (_directory, catalog) = fixture();
+    let mut packet = query("www.ninhthuan.gov.vn.", RecordType::A, Some(1232));
+    let opt = packet.len() - 11;
+    packet[opt + 7] |= 0x80;
+    for name_packet in [packet.clone(), {
+        let mut missing = query("nope.ninhthuan.gov.vn.", RecordType::A, Some(1232));
+        let opt = missing.len() - 11;
+        missing[opt + 7] |= 0x80;
+        missing
+    }] {
+        let answer = ask_packet(&catalog, &name_packet, "127.0.0.1", Transport::Udp).unwrap();
+        assert!(answer.edns.as_ref().unwrap().flags().dnssec_ok, "RFC 3225: DO copied");
+    }
+    let plain =
+        ask_packet(&catalog, &query("www.ninhthuan.gov.vn.", RecordType::A, Some(1232)), "127.0.0.1", Transport::Udp)
+            .unwrap();
+    assert!(!plain.edns.as_ref().unwrap().flags().dnssec_ok);
+}
+
+#[test]
+fn a_cname_to_a_wildcard_name_is_followed_on_every_path() {
+    let directory = tempfile::tempdir().unwrap();
+    common::write_zone(directory.path());
+    let text = common::config_text(directory.path(), "").replace(
+        "records = [\"extra 300 IN A 10.20.0.13\"",
+        "records = [\"towild IN CNAME x.wild\", \"extra 300 IN A 10.20.0.13\"",
+    );
+    assert!(text.contains("towild"));
+    let config = lienthong_config::parse(&text, "test.toml", directory.path()).unwrap();
+    let catalog = catalog(&config, &[]);
+    for record_type in [RecordType::A, RecordType::AAAA, RecordType::MX] {
+        let answer = ask(&catalog, "towild.ninhthuan.gov.vn.", record_type);
+        let first = &answer.answers[0];
+        assert_eq!(first.to_string(), "towild.ninhthuan.gov.vn. 3600 IN CNAME x.wild.ninhthuan.gov.vn.");
+        if record_type == RecordType::A {
+            assert_eq!(lines(&answer.answers[1..]), ["x.wild.ninhthuan.gov.vn. 3600 IN A 10.20.0.99"]);
+        } else {
+            assert_eq!(answer.answers.len(), 1, "{record_type}: the wildcard has no such data");
+            assert_eq!(answer.authorities[0].record_type(), RecordType::SOA);
+        }
+    }
 }

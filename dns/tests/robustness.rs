@@ -39,6 +39,18 @@ fn seeds() -> Vec<Vec<u8>> {
             seeds.push(common::query(name, record_type, Some(4096)));
         }
     }
+    // An IXFR with the client's SOA in the authority section, and a CHAOS question.
+    let apex = hickory_proto::rr::Name::from_ascii("ninhthuan.gov.vn.").unwrap();
+    let mut ixfr =
+        hickory_proto::op::Message::new(7, hickory_proto::op::MessageType::Query, hickory_proto::op::OpCode::Query);
+    ixfr.add_query(hickory_proto::op::Query::query(apex.clone(), RecordType::IXFR));
+    let soa = hickory_proto::rr::rdata::SOA::new(apex.clone(), apex.clone(), 1, 0, 0, 0, 0);
+    ixfr.add_authority(hickory_proto::rr::Record::from_rdata(apex, 0, hickory_proto::rr::RData::SOA(soa)));
+    seeds.push(ixfr.to_vec().unwrap());
+    let mut chaos = common::query("id.server.", RecordType::TXT, Some(1232));
+    let class_at = 12 + "id.server.".len() + 1 + 2;
+    chaos[class_at..class_at + 2].copy_from_slice(&3u16.to_be_bytes());
+    seeds.push(chaos);
     seeds
 }
 
@@ -105,7 +117,7 @@ fn mutated_queries_never_panic_and_answers_stay_well_formed() {
                 }
             }
             Action::Drop => drops += 1,
-            Action::Forward(_) | Action::Transfer(_) => {}
+            Action::Forward(_) | Action::Transfer(..) => {}
         }
     }
     assert!(replies > 10_000 && drops > 100, "the mutations reach both outcomes: {replies} replies, {drops} drops");

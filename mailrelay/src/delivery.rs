@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 
 use crate::address::Address;
+use crate::audit;
 use crate::dsn::{self, FailedRecipient};
 use crate::outbound::{Outgoing, TlsPolicy};
 use crate::queue::journal::Location;
@@ -56,6 +57,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             let (depth, oldest) = shared.queue.depth_and_oldest(now);
             metrics::gauge!("lienthong_mail_queue_depth").set(depth as f64);
             metrics::gauge!("lienthong_mail_queue_oldest_age_seconds").set(oldest as f64);
+            metrics::gauge!("lienthong_mail_message_memory_bytes").set(shared.message_memory_used() as f64);
             gauges_updated = Some(std::time::Instant::now());
         }
         let wait = match shared.queue.next_due() {
@@ -127,8 +129,8 @@ async fn deliver_group(
                 (exchangers.into_iter().map(|exchanger| (exchanger.host, exchanger.address)).collect(), policy)
             }
             Err(failure) => {
-                let code = if failure.permanent { "550 5.1.2" } else { "451 4.4.3" };
-                return failed_all(failure.permanent, format!("{code} {}", failure.message), None);
+                let code = if failure.permanent { "550" } else { "451" };
+                return failed_all(failure.permanent, format!("{code} {} {}", failure.status, failure.message), None);
             }
         },
     };
@@ -139,7 +141,7 @@ async fn deliver_group(
     for (position, &index) in indexes.iter().enumerate() {
         if let Some(address) = &addresses[position] {
             let recipient = &meta.recipients[index];
-            recipients.push((address, recipient.notify, recipient.original.as_deref()));
+            recipients.push((address, recipient.notify, recipient.original.as_ref()));
         }
     }
     if recipients.len() != indexes.len() {
@@ -152,7 +154,7 @@ async fn deliver_group(
         eight_bit: meta.eight_bit,
         smtputf8: meta.smtputf8,
         return_full: meta.return_full,
-        envelope_id: meta.envelope_id.as_deref(),
+        envelope_id: meta.envelope_id.as_ref(),
     };
     let mut last_failure = String::from("451 4.4.0 no host to try");
     for (host, address) in &targets {
@@ -191,12 +193,39 @@ async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<
         match outcome {
             Some(Outcome::Delivered { relay, reply }) => {
                 metrics::counter!("lienthong_mail_delivered_total").increment(1);
+                let line = audit::attempt(
+                    &meta.id,
+                    &recipient.address.to_string(),
+                    Some(&relay),
+                    &reply,
+                    audit::Outcome::Delivered,
+                    now,
+                );
+                shared.audit.write(&line, now);
                 tracing::info!(queue_id = %meta.id, recipient = %recipient.address, %relay, %reply, "delivered");
             }
             Some(Outcome::Failed { permanent: true, diagnostic, remote }) => {
+                let line = audit::attempt(
+                    &meta.id,
+                    &recipient.address.to_string(),
+                    remote.as_deref(),
+                    &diagnostic,
+                    audit::Outcome::Bounced,
+                    now,
+                );
+                shared.audit.write(&line, now);
                 failed.push(FailedRecipient { recipient: recipient.clone(), diagnostic, remote });
             }
-            Some(Outcome::Failed { permanent: false, diagnostic, .. }) => {
+            Some(Outcome::Failed { permanent: false, diagnostic, remote }) => {
+                let line = audit::attempt(
+                    &meta.id,
+                    &recipient.address.to_string(),
+                    remote.as_deref(),
+                    &diagnostic,
+                    audit::Outcome::Deferred,
+                    now,
+                );
+                shared.audit.write(&line, now);
                 metrics::counter!("lienthong_mail_deferred_total").increment(1);
                 tracing::warn!(queue_id = %meta.id, recipient = %recipient.address, reply = %diagnostic, "deferred");
                 meta.history.push(format!(
@@ -216,6 +245,15 @@ async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<
         let days = routes.queue.give_up_after.as_secs() / 86400;
         for recipient in remaining.drain(..) {
             let diagnostic = format!("550 5.4.7 gave up after {days} days in the queue; last error: {reason}");
+            let line = audit::attempt(
+                &meta.id,
+                &recipient.address.to_string(),
+                None,
+                &diagnostic,
+                audit::Outcome::Bounced,
+                now,
+            );
+            shared.audit.write(&line, now);
             failed.push(FailedRecipient { recipient, diagnostic, remote: None });
         }
     }

@@ -52,13 +52,13 @@ pub fn bounce(
     text.push_str(&format!("\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"));
     text.push_str(&format!("Reporting-MTA: dns; {hostname}\r\nX-Lienthong-Queue-ID: {}\r\n", meta.id));
     if let Some(envelope_id) = &meta.envelope_id {
-        text.push_str(&format!("Original-Envelope-Id: {envelope_id}\r\n"));
+        text.push_str(&format!("Original-Envelope-Id: {}\r\n", envelope_id.as_str()));
     }
     text.push_str(&format!("Arrival-Date: {}\r\n", rfc822_date(meta.arrived_unix)));
     for failure in failed {
         text.push_str(&format!("\r\nFinal-Recipient: rfc822; {}\r\n", failure.recipient.address));
         if let Some(original) = &failure.recipient.original {
-            text.push_str(&format!("Original-Recipient: {}\r\n", original));
+            text.push_str(&format!("Original-Recipient: {original}\r\n"));
         }
         text.push_str(&format!("Action: failed\r\nStatus: {}\r\n", status_code(&failure.diagnostic)));
         if let Some(remote) = &failure.remote {
@@ -97,8 +97,9 @@ fn status_code(diagnostic: &str) -> String {
         .unwrap_or_else(|| "5.0.0".to_owned())
 }
 
+/// A diagnostic (a remote reply or our own reason) as one line without control characters.
 fn one_line(text: &str) -> String {
-    text.replace(['\r', '\n'], " ")
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 #[cfg(test)]

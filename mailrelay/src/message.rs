@@ -27,10 +27,122 @@ pub fn has_header(headers: &[u8], name: &str) -> bool {
     })
 }
 
-/// The addresses in the `From:` header(s), lowercase.
-pub fn from_addresses(content: &[u8]) -> Vec<String> {
-    let headers = header_section(content);
-    let Some(message) = MessageParser::new().parse_headers(headers) else { return Vec::new() };
+/// The unfolded value of the first field named `name` (case-insensitive), lossy UTF-8.
+pub fn header_value(headers: &[u8], name: &str) -> Option<String> {
+    let mut lines = headers.split(|&byte| byte == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    while let Some(line) = lines.next() {
+        let named = line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+            && line[name.len()..].trim_ascii_start().first() == Some(&b':');
+        if !named {
+            continue;
+        }
+        let colon = line.iter().position(|&byte| byte == b':')?;
+        let mut value = line[colon + 1..].to_vec();
+        for continuation in lines.by_ref() {
+            if !continuation.first().is_some_and(|byte| *byte == b' ' || *byte == b'\t') {
+                break;
+            }
+            value.extend_from_slice(continuation);
+        }
+        return Some(String::from_utf8_lossy(&value).trim().to_owned());
+    }
+    None
+}
+
+/// The originator fields of a message (RFC 5322 3.6.2), addresses lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Originators {
+    /// Every mailbox of the one `From:` field (at least one).
+    pub from: Vec<String>,
+    /// The mailbox of the `Sender:` field, if there is one.
+    pub sender: Option<String>,
+}
+
+/// Why a message's originator fields are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OriginatorProblem {
+    /// No `From:` or more than one (RFC 5322 3.6: exactly one).
+    FromCount,
+    /// More than one `Sender:` (RFC 5322 3.6: at most one).
+    SenderCount,
+    /// A `From:` or `Sender:` field without a readable address.
+    Unreadable,
+}
+
+impl OriginatorProblem {
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::FromCount => "Message must have exactly one From: header (RFC 5322 3.6); not accepted",
+            Self::SenderCount => "Message must not have more than one Sender: header (RFC 5322 3.6); not accepted",
+            Self::Unreadable => "From: or Sender: header holds no readable address; not accepted",
+        }
+    }
+}
+
+/// Finds the `From:` and `Sender:` fields in the header section. The fields are counted and
+/// cut out here, and only those bytes are handed to the address parser, so what is checked is
+/// what a mail client displays.
+pub fn originators(content: &[u8]) -> Result<Originators, OriginatorProblem> {
+    let mut from = Vec::new();
+    let mut sender = Vec::new();
+    for field in header_fields(header_section(content)) {
+        let Some(colon) = field.iter().position(|&byte| byte == b':') else { continue };
+        let name = field[..colon].trim_ascii_end();
+        if name.eq_ignore_ascii_case(b"From") {
+            from.push(field);
+        } else if name.eq_ignore_ascii_case(b"Sender") {
+            sender.push(field);
+        }
+    }
+    let [from] = from.as_slice() else { return Err(OriginatorProblem::FromCount) };
+    if sender.len() > 1 {
+        return Err(OriginatorProblem::SenderCount);
+    }
+    let from = field_addresses(from);
+    let sender = match sender.first() {
+        Some(field) => Some(field_addresses(field).into_iter().next().ok_or(OriginatorProblem::Unreadable)?),
+        None => None,
+    };
+    if from.is_empty() {
+        return Err(OriginatorProblem::Unreadable);
+    }
+    Ok(Originators { from, sender })
+}
+
+/// The header fields of a header section, each with its continuation lines.
+pub(crate) fn header_fields(headers: &[u8]) -> Vec<&[u8]> {
+    let mut fields = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut position = 0;
+    for line in headers.split_inclusive(|&byte| byte == b'\n') {
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation {
+            if let Some(begin) = start.take() {
+                fields.push(&headers[begin..position]);
+            }
+            if line != b"\r\n" {
+                start = Some(position);
+            }
+        }
+        position += line.len();
+    }
+    if let Some(begin) = start {
+        fields.push(&headers[begin..position]);
+    }
+    fields
+}
+
+/// The addresses of one `From:`/`Sender:` field, renamed so mail-parser reads it as `From:`.
+fn field_addresses(field: &[u8]) -> Vec<String> {
+    let colon = field.iter().position(|&byte| byte == b':').unwrap_or(0);
+    let mut header = b"From:".to_vec();
+    header.extend_from_slice(&field[colon + 1..]);
+    if !header.ends_with(b"\n") {
+        header.extend_from_slice(b"\r\n");
+    }
+    header.extend_from_slice(b"\r\n");
+    let Some(message) = MessageParser::new().parse_headers(&header[..]) else { return Vec::new() };
     let Some(from) = message.from() else { return Vec::new() };
     from.iter().filter_map(|address| address.address()).map(str::to_lowercase).collect()
 }
@@ -90,11 +202,26 @@ mod tests {
     #[test]
     fn finds_headers_and_from() {
         let content = "From: \"Văn thư\" <VanThu@NinhThuan.gov.vn>, b@x.vn\r\nSubject: Giấy mời\r\n\r\nBody\r\nFrom: evil@x.vn\r\n".as_bytes();
-        assert_eq!(from_addresses(content), vec!["vanthu@ninhthuan.gov.vn", "b@x.vn"]);
+        let found = originators(content).unwrap();
+        assert_eq!(found.from, vec!["vanthu@ninhthuan.gov.vn", "b@x.vn"]);
+        assert_eq!(found.sender, None);
         let headers = header_section(content);
         assert!(has_header(headers, "subject"));
         assert!(!has_header(headers, "Date"));
         assert!(!has_header(b"Subject-Date: x\r\n\r\n", "Subject"));
+    }
+
+    #[test]
+    fn originator_fields_are_counted_and_read_as_sent() {
+        let two = b"From: <a@x.vn>\r\nSubject: s\r\nfrom :\r\n <b@x.vn>\r\n\r\n";
+        assert_eq!(originators(two), Err(OriginatorProblem::FromCount));
+        assert_eq!(originators(b"Subject: s\r\n\r\nFrom: <a@x.vn>\r\n"), Err(OriginatorProblem::FromCount));
+        let senders = b"From: <a@x.vn>\r\nSender: <a@x.vn>\r\nSENDER: <b@x.vn>\r\n\r\n";
+        assert_eq!(originators(senders), Err(OriginatorProblem::SenderCount));
+        assert_eq!(originators(b"From: nobody\r\n\r\n"), Err(OriginatorProblem::Unreadable));
+        let folded = b"Subject: s\r\nFrom: =?utf-8?q?V=C4=83n?=\r\n\t<VanThu@X.vn>\r\nSender: <S@x.vn>\r\n\r\nbody";
+        let found = originators(folded).unwrap();
+        assert_eq!((found.from, found.sender), (vec!["vanthu@x.vn".to_owned()], Some("s@x.vn".to_owned())));
     }
 
     fn incoming(listener: Listener, content: &str) -> Incoming {

@@ -9,43 +9,36 @@
 //! open for the next message to the same host, and applies the TLS policy itself.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::address::Address;
+use crate::esmtp::{EnvelopeId, OriginalRecipient};
 use crate::tls::TlsInfoExt;
+use wire::WireError;
+pub use wire::{CommandLine, Reply};
+
+mod wire;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 const DATA_TIMEOUT: Duration = Duration::from_secs(600);
-const MAX_REPLY: usize = 64 * 1024;
 const POOL_IDLE: Duration = Duration::from_secs(20);
 const POOL_PER_HOST: usize = 16;
 
-/// A server reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub code: u16,
-    pub text: String,
-}
-
-impl std::fmt::Display for Reply {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "{} {}", self.code, self.text)
-    }
-}
-
-/// Whether this hop may be used without TLS.
+/// Whether this hop may be used without TLS, and whether its certificate must verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsPolicy {
-    /// Use STARTTLS when offered; clear text otherwise (RFC 3207 opportunistic).
+    /// Use STARTTLS when offered, without checking the certificate; clear text otherwise
+    /// (RFC 3207, RFC 7435 opportunistic security).
     Opportunistic,
-    /// Defer rather than send in clear text (`require_tls_to`).
+    /// Defer rather than send in clear text or to a certificate that does not verify for the
+    /// host name (`require_tls_to`).
     Required,
 }
 
@@ -59,12 +52,12 @@ pub struct Failure {
 /// One message to send.
 pub struct Outgoing<'a> {
     pub sender: Option<&'a Address>,
-    pub recipients: Vec<(&'a Address, u64, Option<&'a str>)>,
+    pub recipients: Vec<(&'a Address, u64, Option<&'a OriginalRecipient>)>,
     pub content: &'a [u8],
     pub eight_bit: bool,
     pub smtputf8: bool,
     pub return_full: bool,
-    pub envelope_id: Option<&'a str>,
+    pub envelope_id: Option<&'a EnvelopeId>,
 }
 
 /// Per-recipient outcome: `Ok` with the final reply, or the refusal.
@@ -74,25 +67,44 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 struct Connection {
-    stream: BufStream<Box<dyn Io>>,
+    stream: BufReader<Box<dyn Io>>,
     extensions: Vec<String>,
     tls: Option<String>,
+    /// Only connections that verified the certificate serve `TlsPolicy::Required`.
+    policy: TlsPolicy,
     idle_since: Instant,
 }
 
 /// Opens (or reuses) connections and runs transactions.
 pub struct Client {
     hostname: String,
-    tls: TlsConnector,
-    pool: Mutex<std::collections::HashMap<SocketAddr, Vec<Connection>>>,
+    opportunistic: TlsConnector,
+    verified: RwLock<TlsConnector>,
+    pool: Mutex<std::collections::HashMap<(SocketAddr, String), Vec<Connection>>>,
 }
 
 impl Client {
-    pub fn new(hostname: String, tls_config: Arc<rustls::ClientConfig>) -> Self {
-        Self { hostname, tls: TlsConnector::from(tls_config), pool: Mutex::default() }
+    /// `opportunistic` encrypts without checking the peer; `verified` checks chain and name.
+    pub fn new(
+        hostname: String,
+        opportunistic: Arc<rustls::ClientConfig>,
+        verified: Arc<rustls::ClientConfig>,
+    ) -> Self {
+        Self {
+            hostname,
+            opportunistic: TlsConnector::from(opportunistic),
+            verified: RwLock::new(TlsConnector::from(verified)),
+            pool: Mutex::default(),
+        }
     }
 
-    /// Sends one message to `address`. `server_name` is used for TLS SNI.
+    /// New trust anchors (a reloaded `ca_file`); pooled connections made before stay valid.
+    pub fn set_verified(&self, verified: Arc<rustls::ClientConfig>) {
+        *self.verified.write().unwrap_or_else(std::sync::PoisonError::into_inner) = TlsConnector::from(verified);
+    }
+
+    /// Sends one message to `address`. `server_name` is the host name for TLS SNI and, under
+    /// [`TlsPolicy::Required`], the name the certificate must carry.
     /// Returns the TLS description (for logs) and one outcome per recipient, in order.
     pub async fn send(
         &self,
@@ -101,13 +113,16 @@ impl Client {
         policy: TlsPolicy,
         message: &Outgoing<'_>,
     ) -> Result<(Option<String>, Vec<RecipientOutcome>), Failure> {
-        if let Some(mut connection) = self.pooled(address) {
+        let key = (address, server_name.to_owned());
+        if let Some(mut connection) = self.pooled(&key, policy).await {
             // A pooled connection may have been closed by the server meanwhile: on any I/O
             // failure before the first reply, fall through to a fresh connection.
             match transaction(&mut connection, message).await {
-                Ok(outcomes) => {
+                Ok((outcomes, reusable)) => {
                     let tls = connection.tls.clone();
-                    self.give_back(address, connection);
+                    if reusable {
+                        self.give_back(key, connection);
+                    }
                     return Ok((tls, outcomes));
                 }
                 Err(TransactionError::Io) => {}
@@ -116,9 +131,11 @@ impl Client {
         }
         let mut connection = self.connect(address, server_name, policy).await?;
         match transaction(&mut connection, message).await {
-            Ok(outcomes) => {
+            Ok((outcomes, reusable)) => {
                 let tls = connection.tls.clone();
-                self.give_back(address, connection);
+                if reusable {
+                    self.give_back(key, connection);
+                }
                 Ok((tls, outcomes))
             }
             Err(TransactionError::Io) => Err(Failure {
@@ -129,21 +146,29 @@ impl Client {
         }
     }
 
-    fn pooled(&self, address: SocketAddr) -> Option<Connection> {
-        let mut pool = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let connections = pool.get_mut(&address)?;
-        while let Some(connection) = connections.pop() {
-            if connection.idle_since.elapsed() < POOL_IDLE {
+    /// An idle connection to the same host and name, good enough for `policy`, with nothing
+    /// unread on it.
+    async fn pooled(&self, key: &(SocketAddr, String), policy: TlsPolicy) -> Option<Connection> {
+        loop {
+            let mut connection = {
+                let mut pool = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let connections = pool.get_mut(key)?;
+                let position = connections.iter().rposition(|connection| {
+                    connection.idle_since.elapsed() < POOL_IDLE
+                        && (policy == TlsPolicy::Opportunistic || connection.policy == TlsPolicy::Required)
+                })?;
+                connections.remove(position)
+            };
+            if !wire::has_unread_input(&mut connection.stream).await {
                 return Some(connection);
             }
         }
-        None
     }
 
-    fn give_back(&self, address: SocketAddr, mut connection: Connection) {
+    fn give_back(&self, key: (SocketAddr, String), mut connection: Connection) {
         connection.idle_since = Instant::now();
         let mut pool = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let connections = pool.entry(address).or_default();
+        let connections = pool.entry(key).or_default();
         connections.retain(|connection| connection.idle_since.elapsed() < POOL_IDLE);
         if connections.len() < POOL_PER_HOST {
             connections.push(connection);
@@ -157,10 +182,10 @@ impl Client {
             .map_err(|_| temporary(format!("connecting to {address} timed out")))?
             .map_err(|error| temporary(format!("cannot connect to {address}: {error}")))?;
         let _ = tcp.set_nodelay(true);
-        let mut stream = BufStream::new(tcp);
-        let greeting = read_reply(&mut stream, COMMAND_TIMEOUT)
+        let mut stream = BufReader::new(tcp);
+        let greeting = wire::reply(&mut stream, wire::GREETING, COMMAND_TIMEOUT)
             .await
-            .map_err(|_| temporary(format!("{address} sent no greeting")))?;
+            .map_err(|error| temporary(format!("{address} sent no usable greeting: {error}")))?;
         if greeting.code != 220 {
             return Err(Failure {
                 permanent: greeting.code >= 500,
@@ -175,35 +200,53 @@ impl Client {
                     "TLS is required for this destination but {address} does not offer STARTTLS"
                 )));
             }
-            return Ok(Connection {
-                stream: BufStream::new(Box::new(stream.into_inner())),
-                extensions,
-                tls: None,
-                idle_since: Instant::now(),
-            });
+            let stream: BufReader<Box<dyn Io>> = BufReader::new(Box::new(stream.into_inner()));
+            return Ok(Connection { stream, extensions, tls: None, policy, idle_since: Instant::now() });
         }
-        let reply = command(&mut stream, "STARTTLS\r\n", COMMAND_TIMEOUT)
+        let line = CommandLine::new("STARTTLS".into()).expect("a constant");
+        // An empty buffer after the 220 also refuses replies injected before the handshake.
+        let reply = wire::command(&mut stream, &line, wire::START_TLS, COMMAND_TIMEOUT)
             .await
-            .map_err(|_| temporary(format!("{address}: STARTTLS failed")))?;
+            .map_err(|error| temporary(format!("{address}: STARTTLS failed: {error}")))?;
         if reply.code != 220 {
             return Err(temporary(format!("{address} refused STARTTLS: {reply}")));
         }
-        let name =
-            ServerName::try_from(server_name.to_owned()).unwrap_or_else(|_| ServerName::IpAddress(address.ip().into()));
-        let tls_stream = tokio::time::timeout(CONNECT_TIMEOUT, self.tls.connect(name, stream.into_inner()))
+        let name = match (ServerName::try_from(server_name.to_owned()), policy) {
+            (Ok(name), _) => name,
+            (Err(_), TlsPolicy::Opportunistic) => ServerName::IpAddress(address.ip().into()),
+            (Err(_), TlsPolicy::Required) => {
+                return Err(temporary(format!("cannot verify {address}: `{server_name}` is not a host name")));
+            }
+        };
+        let connector = match policy {
+            TlsPolicy::Opportunistic => self.opportunistic.clone(),
+            TlsPolicy::Required => self.verified.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+        };
+        let tls_stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream.into_inner()))
             .await
             .map_err(|_| temporary(format!("TLS handshake with {address} timed out")))?
-            .map_err(|error| temporary(format!("TLS handshake with {address} failed: {error}")))?;
-        let description = tls_stream.get_ref().1.describe();
-        let mut stream: BufStream<Box<dyn Io>> = BufStream::new(Box::new(tls_stream));
+            .map_err(|error| match policy {
+                TlsPolicy::Required => temporary(format!(
+                    "TLS is required for this destination but the certificate of {server_name} [{address}] does not verify: {error}"
+                )),
+                TlsPolicy::Opportunistic => temporary(format!("TLS handshake with {address} failed: {error}")),
+            })?;
+        let mut description = tls_stream.get_ref().1.describe();
+        if policy == TlsPolicy::Required {
+            description.push_str(", verified");
+        }
+        let mut stream: BufReader<Box<dyn Io>> = BufReader::new(Box::new(tls_stream));
         let extensions = self.ehlo(&mut stream).await?;
-        Ok(Connection { stream, extensions, tls: Some(description), idle_since: Instant::now() })
+        Ok(Connection { stream, extensions, tls: Some(description), policy, idle_since: Instant::now() })
     }
 
-    async fn ehlo<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut BufStream<S>) -> Result<Vec<String>, Failure> {
-        let reply = command(stream, &format!("EHLO {}\r\n", self.hostname), COMMAND_TIMEOUT)
+    async fn ehlo<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut BufReader<S>) -> Result<Vec<String>, Failure> {
+        let temporary = |message: String| Failure { permanent: false, message };
+        let line = CommandLine::new(format!("EHLO {}", self.hostname))
+            .ok_or_else(|| temporary("the relay's own hostname holds a control character".into()))?;
+        let reply = wire::command(stream, &line, wire::OK, COMMAND_TIMEOUT)
             .await
-            .map_err(|_| Failure { permanent: false, message: "connection lost after EHLO".into() })?;
+            .map_err(|error| temporary(format!("EHLO failed: {error}")))?;
         if reply.code != 250 {
             return Err(Failure { permanent: reply.code >= 500, message: format!("EHLO refused: {reply}") });
         }
@@ -211,15 +254,55 @@ impl Client {
     }
 }
 
+/// Recipient verification ([`crate::verify`]) reuses the connection code above.
+impl Client {
+    /// Asks the server at `address` whether it takes mail for `recipient`: `MAIL FROM:<>`,
+    /// `RCPT TO:`, then `QUIT`; no message is sent. Returns the `RCPT` reply.
+    pub(crate) async fn probe_recipient(
+        &self,
+        address: SocketAddr,
+        policy: TlsPolicy,
+        recipient: &Address,
+    ) -> Result<Reply, Failure> {
+        let mut connection = self.connect(address, &address.ip().to_string(), policy).await?;
+        let utf8 = !recipient.is_ascii()
+            && connection.extensions.iter().any(|extension| extension.eq_ignore_ascii_case("SMTPUTF8"));
+        let stream = &mut connection.stream;
+        let lost =
+            |error: WireError| Failure { permanent: false, message: format!("recipient probe to {address}: {error}") };
+        let line = |text: String| {
+            CommandLine::new(text)
+                .ok_or_else(|| Failure { permanent: true, message: "a probe command holds a control character".into() })
+        };
+        let quit = line("QUIT".into())?;
+        let mail = line(if utf8 { "MAIL FROM:<> SMTPUTF8" } else { "MAIL FROM:<>" }.into())?;
+        let reply = wire::command(stream, &mail, wire::OK, COMMAND_TIMEOUT).await.map_err(lost)?;
+        if reply.code != 250 {
+            let _ = wire::command(stream, &quit, wire::Expect(&[221]), PROBE_QUIT_TIMEOUT).await;
+            return Err(Failure { permanent: reply.code >= 500, message: format!("MAIL FROM:<> refused: {reply}") });
+        }
+        let rcpt = line(format!("RCPT TO:<{recipient}>"))?;
+        let reply = wire::command(stream, &rcpt, wire::RECIPIENT, COMMAND_TIMEOUT).await.map_err(lost)?;
+        let _ = wire::command(stream, &quit, wire::Expect(&[221]), PROBE_QUIT_TIMEOUT).await;
+        Ok(reply)
+    }
+}
+
+/// A probe's `QUIT` reply is not waited for long: the answer is already known.
+const PROBE_QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 enum TransactionError {
+    /// Lost before the first reply (a pooled connection the server closed): try a fresh one.
     Io,
     Failed(Failure),
 }
 
+/// Runs one transaction. `Ok((outcomes, reusable))`: `reusable` only when the connection is
+/// known to be between transactions, in step.
 async fn transaction(
     connection: &mut Connection,
     message: &Outgoing<'_>,
-) -> Result<Vec<RecipientOutcome>, TransactionError> {
+) -> Result<(Vec<RecipientOutcome>, bool), TransactionError> {
     let has = |name: &str| {
         connection.extensions.iter().any(|extension| {
             extension.split_whitespace().next().is_some_and(|keyword| keyword.eq_ignore_ascii_case(name))
@@ -239,25 +322,10 @@ async fn transaction(
     if dsn {
         mail.push_str(if message.return_full { " RET=FULL" } else { " RET=HDRS" });
         if let Some(id) = message.envelope_id {
-            mail.push_str(&format!(" ENVID={id}"));
+            mail.push_str(&format!(" ENVID={}", id.to_xtext()));
         }
     }
-    mail.push_str("\r\n");
-    let stream = &mut connection.stream;
-    let reply = command(stream, &mail, COMMAND_TIMEOUT).await.map_err(|_| TransactionError::Io)?;
-    if reply.code == 421 {
-        // The server is closing this (probably idle, pooled) connection: try a fresh one.
-        return Err(TransactionError::Io);
-    }
-    if reply.code != 250 {
-        let _ = command(stream, "RSET\r\n", COMMAND_TIMEOUT).await;
-        return Err(TransactionError::Failed(Failure {
-            permanent: reply.code >= 500,
-            message: format!("MAIL FROM refused: {reply}"),
-        }));
-    }
-    let mut outcomes = Vec::with_capacity(message.recipients.len());
-    let mut accepted = 0;
+    let mut rcpts = Vec::with_capacity(message.recipients.len());
     for (address, notify, original) in &message.recipients {
         let mut rcpt = format!("RCPT TO:<{address}>");
         if dsn {
@@ -265,11 +333,29 @@ async fn transaction(
                 rcpt.push_str(&format!(" NOTIFY={notify}"));
             }
             if let Some(original) = original {
-                rcpt.push_str(&format!(" ORCPT={original}"));
+                rcpt.push_str(&format!(" ORCPT={}", original.to_parameter()));
             }
         }
-        rcpt.push_str("\r\n");
-        let reply = command(stream, &rcpt, COMMAND_TIMEOUT).await.map_err(|_| TransactionError::Io)?;
+        rcpts.push(line(rcpt)?);
+    }
+    let stream = &mut connection.stream;
+    let reply = match wire::command(stream, &line(mail)?, wire::OK, COMMAND_TIMEOUT).await {
+        Ok(reply) if reply.code == 421 => return Err(TransactionError::Io),
+        Ok(reply) => reply,
+        Err(WireError::Io(_)) => return Err(TransactionError::Io),
+        Err(error) => return Err(out_of_step(&error)),
+    };
+    if reply.code != 250 {
+        // The connection is dropped either way; RSET tells the server so politely.
+        reset(stream).await;
+        let failure = Failure { permanent: reply.code >= 500, message: format!("MAIL FROM refused: {reply}") };
+        return Err(TransactionError::Failed(failure));
+    }
+    let mut outcomes = Vec::with_capacity(rcpts.len());
+    let mut accepted = 0;
+    for rcpt in &rcpts {
+        let reply =
+            wire::command(stream, rcpt, wire::RECIPIENT, COMMAND_TIMEOUT).await.map_err(|error| out_of_step(&error))?;
         if reply.code == 250 || reply.code == 251 {
             accepted += 1;
             outcomes.push(Ok(reply));
@@ -278,25 +364,50 @@ async fn transaction(
         }
     }
     if accepted == 0 {
-        let _ = command(stream, "RSET\r\n", COMMAND_TIMEOUT).await;
-        return Ok(outcomes);
+        let reusable = reset(stream).await;
+        return Ok((outcomes, reusable));
     }
-    let reply = command(stream, "DATA\r\n", COMMAND_TIMEOUT).await.map_err(|_| TransactionError::Io)?;
+    let data = CommandLine::new("DATA".into()).expect("a constant");
+    let reply =
+        wire::command(stream, &data, wire::START_DATA, COMMAND_TIMEOUT).await.map_err(|error| out_of_step(&error))?;
     if reply.code != 354 {
-        let _ = command(stream, "RSET\r\n", COMMAND_TIMEOUT).await;
-        return Ok(outcomes.into_iter().map(|outcome| outcome.and(Err(reply.clone()))).collect());
+        let reusable = reset(stream).await;
+        return Ok((outcomes.into_iter().map(|outcome| outcome.and(Err(reply.clone()))).collect(), reusable));
     }
-    let stuffed = dot_stuff(message.content);
-    stream.write_all(&stuffed).await.map_err(|_| TransactionError::Io)?;
-    let reply = command(stream, ".\r\n", DATA_TIMEOUT).await.map_err(|_| {
+    let mut stuffed = dot_stuff(message.content);
+    stuffed.extend_from_slice(b".\r\n");
+    let lost = |error: WireError| {
         // The content was sent; the outcome is unknown. Retrying may duplicate, never lose.
         TransactionError::Failed(Failure {
             permanent: false,
-            message: "connection lost after the message content".into(),
+            message: format!("no usable reply after the message content: {error}"),
         })
-    })?;
+    };
+    wire::send_raw(stream, &stuffed).await.map_err(lost)?;
+    let reply = wire::reply(stream, wire::OK, DATA_TIMEOUT).await.map_err(lost)?;
     let result = if reply.code == 250 { Ok(reply) } else { Err(reply) };
-    Ok(outcomes.into_iter().map(|outcome| outcome.and(result.clone())).collect())
+    Ok((outcomes.into_iter().map(|outcome| outcome.and(result.clone())).collect(), true))
+}
+
+/// Ends a transaction the server refused; true when the connection is back in step.
+async fn reset<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut BufReader<S>) -> bool {
+    let line = CommandLine::new("RSET".into()).expect("a constant");
+    matches!(wire::command(stream, &line, wire::OK, COMMAND_TIMEOUT).await, Ok(reply) if reply.code == 250)
+}
+
+/// A command line built from queued values; a control character in one is a bug upstream
+/// (everything is validated on the way in), so the message waits rather than being sent.
+fn line(text: String) -> Result<CommandLine, TransactionError> {
+    CommandLine::new(text).ok_or_else(|| {
+        TransactionError::Failed(Failure {
+            permanent: false,
+            message: "refusing to send a command holding a control character".into(),
+        })
+    })
+}
+
+fn out_of_step(error: &WireError) -> TransactionError {
+    TransactionError::Failed(Failure { permanent: false, message: format!("{error}") })
 }
 
 fn notify_parameter(flags: u64) -> Option<String> {
@@ -336,54 +447,6 @@ pub fn dot_stuff(content: &[u8]) -> Vec<u8> {
     }
     stuffed
 }
-
-async fn command<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut BufStream<S>,
-    line: &str,
-    wait: Duration,
-) -> std::io::Result<Reply> {
-    stream.write_all(line.as_bytes()).await?;
-    stream.flush().await?;
-    read_reply(stream, wait).await
-}
-
-/// Reads one (possibly multi-line) reply; continuation lines are joined with `\n`.
-async fn read_reply<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut BufStream<S>,
-    wait: Duration,
-) -> std::io::Result<Reply> {
-    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "reply timeout");
-    tokio::time::timeout(wait, async {
-        let mut text = String::new();
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let read = (&mut *stream).take(MAX_REPLY as u64).read_until(b'\n', &mut line).await?;
-            if read == 0 || line.len() < 4 {
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed reply"));
-            }
-            let code: u16 = std::str::from_utf8(&line[..3])
-                .ok()
-                .and_then(|digits| digits.parse().ok())
-                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed reply code"))?;
-            let content = String::from_utf8_lossy(&line[4.min(line.len())..]);
-            if !text.is_empty() {
-                text.push('\n');
-            }
-            text.push_str(content.trim_end());
-            if text.len() > MAX_REPLY {
-                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "reply too long"));
-            }
-            if line[3] != b'-' {
-                return Ok(Reply { code, text });
-            }
-        }
-    })
-    .await
-    .map_err(|_| timed_out())?
-}
-
-use tokio::io::AsyncReadExt;
 
 #[cfg(test)]
 mod tests {

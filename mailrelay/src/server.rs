@@ -41,11 +41,25 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        let policy = shared.policy();
+        let peer_ip = canonical_ip(peer.ip());
+        let slot = if policy.may_relay_without_auth(peer_ip) {
+            None
+        } else {
+            match shared.connections.try_open(peer_ip, policy.max_connections_per_client) {
+                Some(slot) => Some(slot),
+                None => {
+                    metrics::counter!("lienthong_mail_connections_refused_total", "reason" => "per_client")
+                        .increment(1);
+                    tracing::info!(peer = %peer_ip, "connection refused: too many sessions from this client");
+                    refuse(stream, b"421 4.7.0 Too many connections from your address; try again later\r\n");
+                    continue;
+                }
+            }
+        };
         let Ok(permit) = sessions.clone().try_acquire_owned() else {
-            let mut stream = stream;
-            tokio::spawn(async move {
-                let _ = stream.write_all(b"421 4.7.0 Too many connections; try again later\r\n").await;
-            });
+            metrics::counter!("lienthong_mail_connections_refused_total", "reason" => "total").increment(1);
+            refuse(stream, b"421 4.7.0 Too many connections; try again later\r\n");
             continue;
         };
         let shared = shared.clone();
@@ -53,8 +67,16 @@ pub async fn accept_loop(
         tokio::spawn(async move {
             serve(stream, peer, kind, &shared, shutdown).await;
             drop(permit);
+            drop(slot);
         });
     }
+}
+
+/// Says 421 and closes, without holding up the accept loop.
+fn refuse(mut stream: TcpStream, reply: &'static [u8]) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(reply)).await;
+    });
 }
 
 enum Ended<S> {
@@ -139,10 +161,17 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 let outcome = shared.authenticate(peer, &login, password).await;
                 session.authentication_result(&login, outcome);
             }
-            Action::Enqueue(incoming) => {
-                let result = shared.accept_message(*incoming, unix_now()).await;
-                session.enqueue_result(result);
+            Action::VerifyRecipient(recipient) => {
+                let status = shared.verify_recipient(&recipient).await;
+                session.verification_result(status);
             }
+            Action::Enqueue(mut incoming) => match shared.check_sender(&mut incoming).await {
+                Err(refusal) => session.refuse_message(refusal.code, refusal.enhanced, &refusal.text),
+                Ok(checked) => {
+                    let result = shared.accept_message(*incoming, checked.as_ref(), unix_now()).await;
+                    session.enqueue_result(result);
+                }
+            },
             Action::Close => {
                 let _ = write_output(&mut stream, session).await;
                 let _ = stream.shutdown().await;

@@ -1,11 +1,13 @@
 //! TLS for both directions: the listeners (the appliance's certificate, via the binary's
 //! reload-aware resolver) and outbound STARTTLS.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ResolvesServerCert;
 
@@ -24,7 +26,36 @@ pub fn server_config(certificates: Arc<dyn ResolvesServerCert>) -> Result<Arc<ru
     Ok(Arc::new(config))
 }
 
-/// Outbound TLS. SMTP between relays encrypts opportunistically and does not authenticate the
+/// Outbound TLS for `require_tls_to` destinations: the chain must lead to a system root or to
+/// one of `ca_file`'s certificates, and the certificate must name the host (RFC 6125), as with
+/// Postfix's `smtp_tls_security_level = verify`. Returns the config and how many anchors it has.
+pub fn verified_client_config(ca_file: Option<&Path>) -> Result<(Arc<rustls::ClientConfig>, usize), crate::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    let system = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(system.certs);
+    let mut anchors = added;
+    if let Some(path) = ca_file {
+        let failure = |reason: String| crate::Error::CaFile { path: path.to_owned(), reason };
+        let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|error| failure(error.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|error| failure(error.to_string()))?;
+        if certificates.is_empty() {
+            return Err(failure("no PEM certificate in the file".into()));
+        }
+        for certificate in certificates {
+            roots.add(certificate).map_err(|error| failure(error.to_string()))?;
+            anchors += 1;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((Arc::new(config), anchors))
+}
+
+/// Outbound TLS elsewhere. SMTP between relays encrypts opportunistically and does not authenticate the
 /// peer (RFC 7435): most MX certificates do not match their names, and a failed check would
 /// only push the message back to clear text. So the chain is not checked against trust
 /// anchors, but the handshake signature is, which keeps the connection encrypted to whoever

@@ -165,7 +165,7 @@ async fn pipelining_and_vietnamese_content_byte_for_byte() {
     let content = "From: Văn thư <vanthu@ninhthuan.gov.vn>\r\nTo: Phòng Tổ chức <tochuc@ninhthuan.gov.vn>\r\nSubject: Giấy mời họp giao ban tuần\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nKính gửi các đồng chí,\r\n.Dòng bắt đầu bằng dấu chấm.\r\nTrân trọng.\r\n";
     let stuffed = content.replace("\r\n.", "\r\n..");
     let script = format!(
-        "EHLO hopthu.ninhthuan.gov.vn\r\nMAIL FROM:<vanthu@ninhthuan.gov.vn> BODY=8BITMIME SMTPUTF8\r\nRCPT TO:<tochuc@ninhthuan.gov.vn>\r\nRCPT TO:<nguyễn.văn.a@ninhthuan.gov.vn>\r\nDATA\r\n{stuffed}.\r\nQUIT\r\n"
+        "EHLO hopthu.ninhthuan.gov.vn\r\nMAIL FROM:<doitac@example.org> BODY=8BITMIME SMTPUTF8\r\nRCPT TO:<tochuc@ninhthuan.gov.vn>\r\nRCPT TO:<nguyễn.văn.a@ninhthuan.gov.vn>\r\nDATA\r\n{stuffed}.\r\nQUIT\r\n"
     );
     let transcript = converse(relay.ports.mx, script.as_bytes(), 7).await;
     assert_eq!(

@@ -1,5 +1,5 @@
 //! kill -9 while messages arrive and are being delivered; after a restart every message that
-//! got its 250 arrives at the mailbox server at least once.
+//! got its 250 arrives at the mailbox server at least once, and has its audit line.
 
 mod common;
 
@@ -31,6 +31,21 @@ async fn wait_for_port(port: u16) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// Queue ids of every acceptance line in the audit files.
+fn audited_queue_ids(directory: &std::path::Path) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    for entry in std::fs::read_dir(directory).expect("the audit directory exists") {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            if record["event"] == "accepted" {
+                ids.insert(record["queue_id"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    ids
 }
 
 /// Kills the child by its PID even if the test fails half-way.
@@ -65,11 +80,12 @@ async fn kill_9_loses_no_accepted_message() {
         senders.push(tokio::spawn(async move {
             for number in (session..MESSAGES).step_by(SESSIONS) {
                 let script = format!(
-                    "EHLO crash\r\nMAIL FROM:<crash@example.org>\r\nRCPT TO:<hopthu@ninhthuan.gov.vn>\r\nDATA\r\nSubject: thu so {number}\r\n\r\nNoi dung {number}\r\n.\r\nQUIT\r\n"
+                    "EHLO crash\r\nMAIL FROM:<crash@example.org>\r\nRCPT TO:<hopthu@ninhthuan.gov.vn>\r\nDATA\r\nFrom: <crash@example.org>\r\nSubject: thu so {number}\r\n\r\nNoi dung {number}\r\n.\r\nQUIT\r\n"
                 );
                 let transcript = converse(port, script.as_bytes(), 6).await;
-                if transcript.contains("queued as") {
-                    accepted.lock().unwrap().push(number);
+                for reply in transcript.split("queued as ").skip(1) {
+                    let id: String = reply.chars().take_while(char::is_ascii_alphanumeric).collect();
+                    accepted.lock().unwrap().push((number, id));
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -82,7 +98,12 @@ async fn kill_9_loses_no_accepted_message() {
     for sender in senders {
         sender.await.unwrap();
     }
-    let accepted: HashSet<usize> = accepted.lock().unwrap().iter().copied().collect();
+    let accepted_ids: HashSet<String> = accepted.lock().unwrap().iter().map(|(_, id)| id.clone()).collect();
+    let accepted: HashSet<usize> = accepted.lock().unwrap().iter().map(|(number, _)| *number).collect();
+    // Read before the restart: what the killed process left on disk.
+    let audited = audited_queue_ids(&state.path().join("mail").join("audit"));
+    let unaudited: Vec<&String> = accepted_ids.difference(&audited).collect();
+    assert!(unaudited.is_empty(), "accepted without an audit line: {unaudited:?}");
     assert!(accepted.len() >= MESSAGES / 3, "too few messages accepted before the kill: {}", accepted.len());
     let delivered_before = sink.count();
     // Otherwise the kill did not happen during delivery and the test proves little.

@@ -42,10 +42,12 @@ impl PinGuard {
     }
 }
 
-/// IPv6 clients usually own a whole /64, so it counts as one address.
-fn key(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
+/// The bucket a client address counts in. An IPv4 client seen on a dual-stack listener
+/// arrives as `::ffff:a.b.c.d`: it counts as that IPv4 address, not as the `::ffff:0:0/64`
+/// every IPv4 client shares. IPv6 clients usually own a whole /64, so it counts as one.
+pub(crate) fn key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => {
             let mut segments = v6.segments();
             segments[4..].fill(0);
@@ -56,6 +58,8 @@ fn key(address: IpAddr) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     #[test]
@@ -84,5 +88,46 @@ mod tests {
         }
         assert!(!guard.allows(now, "2001:db8:1:2::ffff".parse().unwrap()));
         assert!(guard.allows(now, "2001:db8:1:3::1".parse().unwrap()));
+    }
+
+    /// Property over random IPv4 addresses: the plain and the IPv4-mapped form of one address
+    /// share a bucket, two different IPv4 addresses never do, whatever form each arrives in.
+    #[test]
+    fn ipv4_mapped_addresses_count_as_their_ipv4_address() {
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let forms = |v4: Ipv4Addr| [IpAddr::V4(v4), IpAddr::V6(v4.to_ipv6_mapped())];
+        for _ in 0..20_000 {
+            let a = Ipv4Addr::from(next() as u32);
+            let b = Ipv4Addr::from(next() as u32);
+            for form in forms(a) {
+                assert_eq!(key(form), IpAddr::V4(a), "{form}");
+            }
+            if a != b {
+                for (x, y) in forms(a).into_iter().zip(forms(b).into_iter().rev()) {
+                    assert_ne!(key(x), key(y), "{x} and {y} share a bucket");
+                }
+            }
+        }
+    }
+
+    /// Through the guard itself: one IPv4 client on a dual-stack listener locks only itself out.
+    #[test]
+    fn one_mapped_ipv4_client_does_not_lock_out_the_others() {
+        let now = Instant::now();
+        let mut guard = PinGuard::default();
+        let attacker: IpAddr = "::ffff:10.30.1.7".parse().unwrap();
+        for _ in 0..MAX_WRONG_PINS {
+            guard.record_failure(now, attacker);
+        }
+        assert!(!guard.allows(now, attacker));
+        assert!(!guard.allows(now, "10.30.1.7".parse().unwrap()));
+        assert!(guard.allows(now, "::ffff:10.30.1.8".parse().unwrap()));
+        assert!(guard.allows(now, "::ffff:192.168.5.20".parse().unwrap()));
     }
 }

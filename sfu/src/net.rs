@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use str0m::net::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,11 +14,21 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::Error;
+use crate::limits::{ConnectionSlots, Slot};
 
 /// Largest datagram we accept; WebRTC keeps packets under the path MTU.
 const MAX_DATAGRAM: usize = 2000;
 /// ICE-TCP connections at once; each costs two tasks and a small buffer.
 const MAX_TCP_CONNECTIONS: usize = 1000;
+/// ICE-TCP connections from one client address (an IPv6 /64): a participant opens one or
+/// two, so this leaves room for an office behind one NAT address, not for one client to
+/// take every slot.
+const MAX_TCP_CONNECTIONS_PER_CLIENT: usize = 100;
+/// A new ICE-TCP connection must send its first frame (a STUN check) this soon.
+pub(crate) const TCP_FIRST_FRAME_DEADLINE: Duration = Duration::from_secs(10);
+/// An ICE-TCP connection that sends nothing for this long is closed. Browsers send consent
+/// checks every few seconds and consider consent lost after 30 s (RFC 7675), besides RTCP.
+pub(crate) const TCP_IDLE_LIMIT: Duration = Duration::from_secs(30);
 /// Frames queued for one ICE-TCP connection before we drop (like a full UDP buffer).
 const TCP_SEND_QUEUE: usize = 512;
 
@@ -39,8 +50,8 @@ pub(crate) struct MediaPort {
 }
 
 impl MediaPort {
-    /// Binds UDP and TCP on every address; the datagrams arrive on `inbound`.
-    pub async fn bind(addresses: &[SocketAddr], inbound: mpsc::Sender<Datagram>) -> Result<Self, Error> {
+    /// Binds UDP (and TCP with `ice_tcp`) on every address; the datagrams arrive on `inbound`.
+    pub async fn bind(addresses: &[SocketAddr], ice_tcp: bool, inbound: mpsc::Sender<Datagram>) -> Result<Self, Error> {
         let mut port = MediaPort {
             udp: Vec::new(),
             tcp: Arc::new(Mutex::new(HashMap::new())),
@@ -53,12 +64,16 @@ impl MediaPort {
             let socket = Arc::new(socket);
             port.tasks.push(tokio::spawn(read_udp(socket.clone(), local, inbound.clone())));
             port.udp.push(socket);
+            port.local_addresses.push(local);
+            if !ice_tcp {
+                continue;
+            }
             // ICE-TCP takes the same port number as UDP, so a test on port 0 gets one port.
             let tcp_address = SocketAddr::new(address.ip(), local.port());
             let listener =
                 TcpListener::bind(tcp_address).await.map_err(|source| Error::Bind { address: tcp_address, source })?;
-            port.tasks.push(tokio::spawn(accept_tcp(listener, local, inbound.clone(), port.tcp.clone())));
-            port.local_addresses.push(local);
+            let slots = ConnectionSlots::new(MAX_TCP_CONNECTIONS, MAX_TCP_CONNECTIONS_PER_CLIENT);
+            port.tasks.push(tokio::spawn(accept_tcp(listener, local, inbound.clone(), port.tcp.clone(), slots)));
         }
         Ok(port)
     }
@@ -117,21 +132,29 @@ async fn read_udp(socket: Arc<UdpSocket>, local: SocketAddr, inbound: mpsc::Send
 
 type TcpPeers = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
 
-async fn accept_tcp(listener: TcpListener, local: SocketAddr, inbound: mpsc::Sender<Datagram>, peers: TcpPeers) {
+async fn accept_tcp(
+    listener: TcpListener,
+    local: SocketAddr,
+    inbound: mpsc::Sender<Datagram>,
+    peers: TcpPeers,
+    slots: ConnectionSlots,
+) {
     loop {
         let Ok((stream, remote)) = listener.accept().await else {
+            continue;
+        };
+        // Dropping the stream closes it: the listener or this client is at its cap.
+        let Ok(slot) = slots.try_acquire(remote.ip()) else {
+            tracing::debug!(%remote, "ICE-TCP connection refused: too many connections");
             continue;
         };
         let (sender, receiver) = mpsc::channel(TCP_SEND_QUEUE);
         {
             let Ok(mut map) = peers.lock() else { return };
-            if map.len() >= MAX_TCP_CONNECTIONS {
-                continue;
-            }
             map.insert(remote, sender);
         }
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_tcp(stream, remote, local, inbound.clone(), receiver, peers.clone()));
+        tokio::spawn(serve_tcp(stream, remote, local, inbound.clone(), receiver, peers.clone(), slot));
     }
 }
 
@@ -143,13 +166,24 @@ async fn serve_tcp(
     inbound: mpsc::Sender<Datagram>,
     mut outbound: mpsc::Receiver<Vec<u8>>,
     peers: TcpPeers,
+    slot: Slot,
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let read = async {
         let mut buffer = vec![0u8; u16::MAX as usize];
+        let mut limit = TCP_FIRST_FRAME_DEADLINE;
         loop {
-            let length = reader.read_u16().await? as usize;
-            reader.read_exact(&mut buffer[..length]).await?;
+            let frame = async {
+                let length = reader.read_u16().await? as usize;
+                reader.read_exact(&mut buffer[..length]).await?;
+                Ok::<usize, std::io::Error>(length)
+            };
+            let Ok(length) = tokio::time::timeout(limit, frame).await else {
+                tracing::debug!(%remote, "ICE-TCP connection silent; closing");
+                return Ok(());
+            };
+            let length = length?;
+            limit = TCP_IDLE_LIMIT;
             let datagram =
                 Datagram { proto: Protocol::Tcp, source: remote, destination: local, data: buffer[..length].to_vec() };
             if inbound.send(datagram).await.is_err() {
@@ -174,4 +208,5 @@ async fn serve_tcp(
     if let Ok(mut map) = peers.lock() {
         map.remove(&remote);
     }
+    drop(slot);
 }

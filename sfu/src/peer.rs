@@ -1,20 +1,32 @@
 //! One participant's WebRTC session: a str0m `Rtc` and the bookkeeping of which tracks it
 //! publishes and which of the others' tracks it receives.
 //!
-//! Sans-IO like str0m itself: the hub passes datagrams and `now` in and takes transmits and
+//! Sans-IO like str0m itself: the core passes datagrams and `now` in and takes transmits and
 //! [`Propagated`] events out. The browser publishes with its own offers; the server offers
 //! the others' tracks. When both offer at once the server wins and ignores the browser's
 //! offer; the page (the "polite" side of WebRTC perfect negotiation) rolls back and retries.
+//!
+//! str0m runs in RTP mode: incoming packets are handed on as they are (one parse of the
+//! header, the payload shared by every receiver) and written to each receiver's send stream
+//! with that receiver's sequence numbers and timestamps ([`crate::forward`]). str0m still
+//! does the transport work on both legs: NACK and RTX, TWCC feedback and the sender reports.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::BweKind;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid};
+use str0m::format::PayloadParams;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rids};
 use str0m::net::Transmit;
+use str0m::rtp::{Ssrc, VideoOrientation, Vp8Descriptor};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
+use crate::forward::{Forwarder, Incoming, LayerId, Vp8Fields, Want};
 use crate::protocol::ParticipantId;
 use crate::room::MediaSource;
+
+mod media;
 
 /// Minimum spacing of keyframe requests we send to one publisher's track.
 const KEYFRAME_REQUEST_SPACING: Duration = Duration::from_millis(500);
@@ -25,25 +37,78 @@ const DISCONNECTED_GRACE: Duration = Duration::from_secs(15);
 const MAX_PUBLISHED_TRACKS: usize = 4;
 /// How long a browser may take to answer our offer.
 const NEGOTIATION_TIMEOUT: Duration = Duration::from_secs(15);
+/// What one forwarded audio track takes, reserved before video (Opus speech with FEC and
+/// packet overhead; silence takes less).
+const AUDIO_BITRATE: u64 = 32_000;
+/// Simulcast layers per track we use (the page sends three).
+const MAX_LAYERS: usize = 3;
+/// Incoming SSRCs and payload types remembered per session (layers and RTX included); a
+/// client cycling through SSRCs cannot grow these.
+const MAX_REMEMBERED: usize = 32;
+/// Packets one outgoing stream may have waiting in str0m's pacer queue. Beyond this the
+/// receiver's link is far behind: the track stops until its next keyframe instead of
+/// queueing without bound.
+const MAX_QUEUED_PACKETS: usize = 600;
 
 /// Something a peer's session produced that matters to other peers or to the room.
 #[derive(Debug)]
 pub(crate) enum Propagated {
     /// The browser started publishing a track.
     TrackOpened { mid: Mid, kind: MediaKind, source: MediaSource },
-    /// A frame from one of this browser's tracks.
-    Media { source: MediaSource, data: Box<MediaData> },
-    /// This browser asks for a keyframe of a track it receives from `origin`.
-    KeyframeRequest { origin: ParticipantId, origin_mid: Mid, kind: KeyframeRequestKind },
+    /// An RTP packet from one of this browser's tracks.
+    Rtp(Box<Forwardable>),
+    /// This browser asks for a keyframe of a track (and layer) it receives from `origin`.
+    KeyframeRequest { origin: ParticipantId, origin_mid: Mid, layer: LayerId, kind: KeyframeRequestKind },
     /// The session is dead (ICE failed, DTLS error, ...).
     Failed,
+}
+
+/// One incoming RTP packet, parsed once for every receiver.
+#[derive(Debug)]
+pub(crate) struct Forwardable {
+    /// The publisher's m-line.
+    pub mid: Mid,
+    pub source: MediaSource,
+    pub kind: MediaKind,
+    pub params: PayloadParams,
+    pub incoming: Incoming,
+    pub marker: bool,
+    pub audio_level: Option<i8>,
+    pub voice_activity: Option<bool>,
+    pub video_orientation: Option<VideoOrientation>,
+    pub payload: Arc<[u8]>,
+    pub vp8: Option<Vp8Descriptor>,
+}
+
+/// What forwarding one packet to one receiver did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Forwarded {
+    /// The packet was written to the receiver's send stream.
+    pub sent: bool,
+    /// The receiver waits for a keyframe of this layer (a switch or a start).
+    pub wants_keyframe: Option<LayerId>,
+    /// This packet switched the receiver to another layer.
+    pub switched: bool,
 }
 
 #[derive(Debug)]
 struct TrackIn {
     mid: Mid,
     source: MediaSource,
-    last_keyframe_request: Option<Instant>,
+    /// Last keyframe request per simulcast layer.
+    keyframe_requests: Vec<(LayerId, Instant)>,
+    /// The layers the browser negotiated, lowest first (`[None]` without simulcast), with
+    /// their measured rates.
+    layers: Vec<LayerRate>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LayerRate {
+    id: LayerId,
+    /// Payload bytes since the last measurement.
+    bytes: u64,
+    /// Smoothed bits per second; 0 until measured (or while paused).
+    bitrate: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +128,9 @@ struct TrackOut {
     state: TrackOutState,
     /// The publisher left or stopped; the m-line must be stopped at the next negotiation.
     gone: bool,
+    forwarder: Forwarder,
+    /// The publisher's payload type and ours for it, looked up once.
+    payload_types: Option<(Pt, Pt)>,
 }
 
 pub(crate) struct Peer {
@@ -78,6 +146,24 @@ pub(crate) struct Peer {
     tracks_out: Vec<TrackOut>,
     disconnected_since: Option<Instant>,
     failed: bool,
+    /// Incoming SSRC to (m-line, layer), so each packet costs no stream lookup.
+    ssrcs: Vec<(Ssrc, Mid, LayerId)>,
+    payload_params: Vec<PayloadParams>,
+    /// The send-side bandwidth estimate towards this browser (str0m's TWCC BWE).
+    estimate: Option<u64>,
+    /// When the layer rates were last measured.
+    measured_at: Option<Instant>,
+    /// The estimate layer selection used last (rises slowly, falls at once).
+    budget_estimate: Option<u64>,
+    /// Loss and round trip towards this browser: while they show no congestion, visible
+    /// tracks keep their lowest layer whatever the estimate says.
+    link: crate::layers::LinkHealth,
+    /// Tests pin the estimate to play a thin link.
+    #[cfg(test)]
+    estimate_pinned: bool,
+    /// With a pinned estimate, the link's loss and round trip are still measured.
+    #[cfg(test)]
+    link_measured: bool,
 }
 
 impl Peer {
@@ -93,6 +179,16 @@ impl Peer {
             tracks_out: Vec::new(),
             disconnected_since: None,
             failed: false,
+            ssrcs: Vec::new(),
+            payload_params: Vec::new(),
+            estimate: None,
+            measured_at: None,
+            budget_estimate: None,
+            link: crate::layers::LinkHealth::default(),
+            #[cfg(test)]
+            estimate_pinned: false,
+            #[cfg(test)]
+            link_measured: false,
         }
     }
 
@@ -115,7 +211,7 @@ impl Peer {
 
     /// Applies the browser's answer to our last offer; stale answers are ignored.
     /// Returns the tracks that just opened, so the hub can ask their publishers for keyframes.
-    pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<(ParticipantId, Mid)>, String> {
+    pub fn accept_answer(&mut self, sdp: &str) -> Result<Vec<(ParticipantId, Mid, LayerId)>, String> {
         self.pending_since = None;
         let Some(pending) = self.pending.take() else {
             return Ok(Vec::new());
@@ -127,7 +223,7 @@ impl Peer {
             if let TrackOutState::Negotiating(mid) = track.state {
                 track.state = TrackOutState::Open(mid);
                 if track.kind == MediaKind::Video {
-                    opened.push((track.origin, track.origin_mid));
+                    opened.push((track.origin, track.origin_mid, track.forwarder.awaiting_keyframe().unwrap_or(None)));
                 }
             }
         }
@@ -140,7 +236,18 @@ impl Peer {
         if self.tracks_out.iter().any(|track| track.origin == origin && track.origin_mid == origin_mid && !track.gone) {
             return;
         }
-        self.tracks_out.push(TrackOut { origin, origin_mid, kind, source, state: TrackOutState::ToOpen, gone: false });
+        // Until layer selection says otherwise a track starts on the publisher's only (or
+        // first-listed) layer: `None` without simulcast.
+        self.tracks_out.push(TrackOut {
+            origin,
+            origin_mid,
+            kind,
+            source,
+            state: TrackOutState::ToOpen,
+            gone: false,
+            forwarder: Forwarder::new(Want::Layer(None)),
+            payload_types: None,
+        });
     }
 
     /// Stops receiving everything from a participant who left.
@@ -246,25 +353,43 @@ impl Peer {
                     }
                     MediaKind::Video => MediaSource::Camera,
                 };
-                self.tracks_in.push(TrackIn { mid: added.mid, source, last_keyframe_request: None });
+                let layers = match self.rtc.media(added.mid).map(|media| media.rids_rx()) {
+                    Some(Rids::Specific(rids)) if added.kind == MediaKind::Video => {
+                        rids.iter().take(MAX_LAYERS).map(|rid| Some(*rid)).collect()
+                    }
+                    _ => vec![None],
+                };
+                let layers = layers.into_iter().map(|id| LayerRate { id, bytes: 0, bitrate: 0 }).collect();
+                self.tracks_in.push(TrackIn { mid: added.mid, source, keyframe_requests: Vec::new(), layers });
                 events.push(Propagated::TrackOpened { mid: added.mid, kind: added.kind, source });
             }
-            Event::MediaData(data) => {
-                let Some(track) = self.tracks_in.iter().find(|track| track.mid == data.mid) else {
+            Event::PeerStats(stats) => {
+                #[cfg(test)]
+                if self.estimate_pinned && !self.link_measured {
                     return;
-                };
-                let source = track.source;
-                if !data.contiguous {
-                    self.request_keyframe(now, data.mid, KeyframeRequestKind::Fir);
                 }
-                events.push(Propagated::Media { source, data: Box::new(data) });
+                self.link.record(now, stats.egress_loss_fraction, stats.rtt);
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                #[cfg(test)]
+                if self.estimate_pinned {
+                    return;
+                }
+                self.estimate = Some(estimate.as_u64());
+            }
+            Event::RtpPacket(packet) => {
+                if let Some(forwardable) = self.forwardable(packet) {
+                    events.push(Propagated::Rtp(Box::new(forwardable)));
+                }
             }
             Event::KeyframeRequest(request) => {
                 let found = self.tracks_out.iter().find(|track| track.state == TrackOutState::Open(request.mid));
                 if let Some(track) = found {
+                    let layer = track.forwarder.current().or(track.forwarder.awaiting_keyframe()).unwrap_or(None);
                     events.push(Propagated::KeyframeRequest {
                         origin: track.origin,
                         origin_mid: track.origin_mid,
+                        layer,
                         kind: request.kind,
                     });
                 }
@@ -273,18 +398,26 @@ impl Peer {
         }
     }
 
-    /// Asks this browser for a keyframe on one of its tracks, at most every half second.
-    pub fn request_keyframe(&mut self, now: Instant, mid: Mid, kind: KeyframeRequestKind) {
+    /// Asks this browser for a keyframe of one layer of one of its tracks, at most every
+    /// half second per layer.
+    pub fn request_keyframe(&mut self, now: Instant, mid: Mid, layer: LayerId, kind: KeyframeRequestKind) {
         let Some(track) = self.tracks_in.iter_mut().find(|track| track.mid == mid) else {
             return;
         };
-        if track.last_keyframe_request.is_some_and(|last| now.duration_since(last) < KEYFRAME_REQUEST_SPACING) {
-            return;
+        match track.keyframe_requests.iter().position(|(requested, _)| *requested == layer) {
+            Some(index) => {
+                let at = &mut track.keyframe_requests[index].1;
+                if now.duration_since(*at) < KEYFRAME_REQUEST_SPACING {
+                    return;
+                }
+                *at = now;
+            }
+            // One entry per layer the publisher negotiated; a bounded, small list.
+            None if track.keyframe_requests.len() < MAX_REMEMBERED => track.keyframe_requests.push((layer, now)),
+            None => return,
         }
-        track.last_keyframe_request = Some(now);
-        if let Some(mut writer) = self.rtc.writer(mid) {
-            // Fails only when the track does not receive; nothing to do then.
-            let _ = writer.request_keyframe(None, kind);
+        if let Some(stream) = self.rtc.direct_api().stream_rx_by_mid(mid, layer) {
+            stream.request_keyframe(kind);
         }
     }
 
@@ -298,158 +431,8 @@ impl Peer {
             })
             .collect()
     }
-
-    /// Writes a frame from `origin` to the matching outgoing track. Returns whether it went out.
-    pub fn forward(&mut self, origin: ParticipantId, data: &MediaData) -> bool {
-        let Some(mid) = self.tracks_out.iter().find_map(|track| match track.state {
-            TrackOutState::Open(mid) if track.origin == origin && track.origin_mid == data.mid && !track.gone => {
-                Some(mid)
-            }
-            _ => None,
-        }) else {
-            return false;
-        };
-        let Some(writer) = self.rtc.writer(mid) else {
-            return false;
-        };
-        let Some(pt) = writer.match_params(data.params) else {
-            return false;
-        };
-        if let Err(error) = writer.write(pt, data.network_time, data.time, data.data.clone()) {
-            tracing::info!(participant = self.id, %error, "cannot forward media");
-            self.failed = true;
-            return false;
-        }
-        true
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-
-    fn rtc(now: Instant) -> Rtc {
-        Rtc::builder().set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags())).build(now)
-    }
-
-    /// A browser stand-in (another str0m) that publishes one audio track.
-    fn browser_offer(now: Instant) -> String {
-        let mut browser = rtc(now);
-        let mut change = browser.sdp_api();
-        change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let (offer, _pending) = change.apply().expect("an offer");
-        offer.to_sdp_string()
-    }
-
-    #[test]
-    fn a_browser_that_never_answers_our_offer_is_cut_off() {
-        let start = Instant::now();
-        let mut peer = Peer::new(1, rtc(start));
-        assert!(peer.accept_offer(&browser_offer(start), None).unwrap().is_some());
-        assert!(peer.offer_if_needed(start).is_none(), "nothing to offer yet");
-
-        peer.subscribe(2, Mid::from("0"), MediaKind::Video, MediaSource::Camera);
-        assert!(peer.offer_if_needed(start).is_some());
-        // While our offer is pending, a crossing browser offer is ignored, not answered.
-        assert_eq!(peer.accept_offer(&browser_offer(start), None), Ok(None));
-
-        let mut events = Vec::new();
-        peer.poll(start + Duration::from_secs(5), &mut |_| {}, &mut events);
-        assert!(!events.iter().any(|event| matches!(event, Propagated::Failed)));
-        peer.poll(start + NEGOTIATION_TIMEOUT + Duration::from_secs(1), &mut |_| {}, &mut events);
-        assert!(events.iter().any(|event| matches!(event, Propagated::Failed)));
-    }
-
-    /// Runs a browser stand-in (str0m) against a `Peer` in memory, with a virtual clock,
-    /// until `done` says so or 10 virtual seconds pass. Returns the peer's events and the
-    /// virtual time reached.
-    fn run_in_memory(
-        browser: &mut Rtc,
-        peer: &mut Peer,
-        start: Instant,
-        mut done: impl FnMut(&[Propagated]) -> bool,
-    ) -> (Vec<Propagated>, Instant) {
-        let mut now = start;
-        let mut events = Vec::new();
-        while now < start + Duration::from_secs(10) && !done(&events) {
-            let mut browser_due = now + Duration::from_millis(50);
-            loop {
-                match browser.poll_output().expect("browser output") {
-                    Output::Timeout(at) => {
-                        browser_due = browser_due.min(at);
-                        break;
-                    }
-                    Output::Transmit(packet) => {
-                        let contents = (&*packet.contents).try_into().expect("a datagram");
-                        let receive = str0m::net::Receive {
-                            proto: packet.proto,
-                            source: packet.source,
-                            destination: packet.destination,
-                            contents,
-                        };
-                        peer.handle_input(Input::Receive(now, receive));
-                    }
-                    Output::Event(_) => {}
-                }
-            }
-            let peer_due = peer.poll(
-                now,
-                &mut |packet| {
-                    let contents = (&*packet.contents).try_into().expect("a datagram");
-                    let receive = str0m::net::Receive {
-                        proto: packet.proto,
-                        source: packet.source,
-                        destination: packet.destination,
-                        contents,
-                    };
-                    browser.handle_input(Input::Receive(now, receive)).expect("browser input");
-                },
-                &mut events,
-            );
-            now = browser_due.min(peer_due).max(now + Duration::from_millis(1));
-            browser.handle_input(Input::Timeout(now)).expect("browser timeout");
-            peer.handle_input(Input::Timeout(now));
-        }
-        (events, now)
-    }
-
-    #[test]
-    fn a_participant_publishes_at_most_four_tracks() {
-        let start = Instant::now();
-        let mut browser = rtc(start);
-        browser.add_local_candidate(str0m::Candidate::host("10.30.1.7:50000".parse().unwrap(), "udp").unwrap());
-        let mut change = browser.sdp_api();
-        for _ in 0..10 {
-            change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        }
-        let (offer, pending) = change.apply().expect("an offer");
-
-        let mut server = rtc(start);
-        server.add_local_candidate(str0m::Candidate::host("10.20.0.5:10000".parse().unwrap(), "udp").unwrap());
-        let mut peer = Peer::new(1, server);
-        let answer = peer.accept_offer(&offer.to_sdp_string(), None).unwrap().expect("an answer");
-        browser.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
-
-        let (events, now) = run_in_memory(&mut browser, &mut peer, start, |events| {
-            events.iter().filter(|event| matches!(event, Propagated::TrackOpened { .. })).count()
-                >= MAX_PUBLISHED_TRACKS
-        });
-        // Run on: nothing beyond the limit may show up later.
-        let (later, _) = run_in_memory(&mut browser, &mut peer, now, |_| false);
-        assert!(browser.is_connected(), "the in-memory connection did not come up");
-        let events: Vec<Propagated> = events.into_iter().chain(later).collect();
-        let opened = events.iter().filter(|event| matches!(event, Propagated::TrackOpened { .. })).count();
-        assert_eq!(opened, MAX_PUBLISHED_TRACKS);
-        assert_eq!(peer.published().len(), MAX_PUBLISHED_TRACKS);
-    }
-
-    #[test]
-    fn garbage_sdp_is_an_error_not_a_panic() {
-        let start = Instant::now();
-        let mut peer = Peer::new(1, rtc(start));
-        assert!(peer.accept_offer("v=0\r\nnonsense", None).is_err());
-        assert!(peer.accept_answer("v=0").is_ok(), "an answer without our offer is ignored");
-    }
-}
+#[path = "peer_tests.rs"]
+mod tests;

@@ -56,9 +56,37 @@ pub enum ClientMessage {
     Lock { locked: bool },
     /// Chair: give the floor to a participant for everyone, or take it back (`null`).
     Spotlight { participant: Option<ParticipantId> },
+    /// What the page shows: cameras of `high` participants large (stage, spotlight, active
+    /// speaker), of `low` ones as thumbnails; any other camera is hidden and gets no video.
+    /// Until a page sends this, every camera counts as `high`.
+    Layout {
+        #[serde(default)]
+        high: Vec<ParticipantId>,
+        #[serde(default)]
+        low: Vec<ParticipantId>,
+    },
     /// Leaving on purpose (the page's leave button).
     Leave {},
+    /// The path the browser's media took (its selected ICE candidate pair), for the chair.
+    Path { path: MediaPath },
 }
+
+/// How a participant's media reaches the appliance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MediaPath {
+    /// Direct UDP to the media port.
+    Udp,
+    /// ICE-TCP to the media port.
+    Tcp,
+    /// Relayed by the embedded TURN server, reached over UDP, TCP or TLS.
+    TurnUdp,
+    TurnTcp,
+    TurnTls,
+}
+
+/// Most participants one `layout` list may name.
+pub const MAX_LAYOUT_ENTRIES: usize = 256;
 
 /// Why a client message was rejected; the connection is closed with this text as reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,6 +151,14 @@ fn validate(message: &ClientMessage) -> Result<(), ProtocolError> {
         ClientMessage::Answer { sdp } if sdp.is_empty() => {
             return Err(ProtocolError::InvalidField("sdp"));
         }
+        ClientMessage::Layout { high, low } => {
+            if high.len() > MAX_LAYOUT_ENTRIES {
+                return Err(ProtocolError::InvalidField("high"));
+            }
+            if low.len() > MAX_LAYOUT_ENTRIES {
+                return Err(ProtocolError::InvalidField("low"));
+            }
+        }
         _ => {}
     }
     Ok(())
@@ -146,6 +182,17 @@ pub struct ParticipantView {
     pub microphone: bool,
     pub camera: bool,
     pub screen: bool,
+    /// The path its media takes, once the browser has reported it.
+    pub path: Option<MediaPath>,
+}
+
+/// A TURN server for the browser's `RTCPeerConnection` (the WebRTC `RTCIceServer` shape),
+/// with a credential minted for this participant at join time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
 }
 
 /// Why a join or a chair command was refused.
@@ -214,6 +261,10 @@ pub enum ServerMessage {
         participants: Vec<ParticipantView>,
         /// Present this in a later `join` to get back in after a network drop.
         resume: String,
+        /// Pass to `new RTCPeerConnection({iceServers})`: the embedded TURN server, for
+        /// networks that let nothing but TCP 443 through.
+        #[serde(rename = "iceServers")]
+        ice_servers: Vec<IceServer>,
     },
     /// A join or command was refused; the connection stays open (a join can be retried).
     Refused {
@@ -248,6 +299,18 @@ pub enum ServerMessage {
     },
     Answer {
         sdp: String,
+    },
+    /// The simulcast layers (rids) of this browser's camera that someone receives; the page
+    /// pauses the others and resumes them when they are listed again.
+    Layers {
+        active: Vec<String>,
+    },
+    /// The server's bandwidth estimate towards this browser changed whether it can carry
+    /// video: with `audio_only` the server forwards no video to it until the estimate
+    /// recovers, and the page says so.
+    Bandwidth {
+        kbps: u64,
+        audio_only: bool,
     },
     /// The session is over; the server closes the connection after this.
     Ended {
@@ -314,9 +377,37 @@ mod tests {
     }
 
     #[test]
+    fn layout_parses_and_its_lists_are_capped() {
+        let message = parse_client_message(r#"{"type":"layout","high":[7],"low":[8,9]}"#).unwrap();
+        assert_eq!(message, ClientMessage::Layout { high: vec![7], low: vec![8, 9] });
+        assert_eq!(
+            parse_client_message(r#"{"type":"layout"}"#).unwrap(),
+            ClientMessage::Layout { high: vec![], low: vec![] },
+            "both lists may be omitted"
+        );
+        let ids: Vec<String> = (0..=MAX_LAYOUT_ENTRIES).map(|id| id.to_string()).collect();
+        let long = format!(r#"{{"type":"layout","low":[{}]}}"#, ids.join(","));
+        assert_eq!(parse_client_message(&long), Err(ProtocolError::InvalidField("low")));
+        let long = format!(r#"{{"type":"layout","high":[{}]}}"#, ids.join(","));
+        assert_eq!(parse_client_message(&long), Err(ProtocolError::InvalidField("high")));
+        assert!(matches!(parse_client_message(r#"{"type":"layout","high":["x"]}"#), Err(ProtocolError::Malformed(_))));
+    }
+
+    #[test]
+    fn path_reports_parse_and_unknown_paths_do_not() {
+        let message = parse_client_message(r#"{"type":"path","path":"turn-tls"}"#).unwrap();
+        assert_eq!(message, ClientMessage::Path { path: MediaPath::TurnTls });
+        assert!(parse_client_message(r#"{"type":"path","path":"carrier-pigeon"}"#).is_err());
+    }
+
+    #[test]
     fn server_messages_are_tagged() {
         let json = ServerMessage::refused(Refusal::WrongPin).to_json();
         assert_eq!(json, r#"{"type":"refused","reason":"wrong_pin","message":"wrong PIN"}"#);
         assert_eq!(ServerMessage::Left { participant: 7 }.to_json(), r#"{"type":"left","participant":7}"#);
+        let layers = ServerMessage::Layers { active: vec!["q".into(), "h".into()] };
+        assert_eq!(layers.to_json(), r#"{"type":"layers","active":["q","h"]}"#);
+        let bandwidth = ServerMessage::Bandwidth { kbps: 180, audio_only: true };
+        assert_eq!(bandwidth.to_json(), r#"{"type":"bandwidth","kbps":180,"audio_only":true}"#);
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lienthong_config::Room as RoomConfig;
 
-use crate::protocol::{EndReason, ParticipantId, ParticipantView, Refusal, Role, ServerMessage};
+use crate::protocol::{EndReason, MediaPath, ParticipantId, ParticipantView, Refusal, Role, ServerMessage};
 
 /// How long a participant who dropped may come back into a locked room with its token.
 const RESUME_WINDOW: Duration = Duration::from_secs(120);
@@ -32,6 +32,8 @@ pub struct JoinRequest {
     pub resume: Option<String>,
     /// A fresh random token for this participant, made by the caller (no randomness here).
     pub new_token: String,
+    /// The TURN servers and credential minted for this participant, passed on in `welcome`.
+    pub ice_servers: Vec<crate::protocol::IceServer>,
 }
 
 /// What a browser is told to do with a participant's media.
@@ -45,12 +47,18 @@ pub enum MediaSource {
 /// A chair command or a participant's own switch, from the protocol layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    SelfMedia { microphone: bool, camera: bool, screen: bool },
+    SelfMedia {
+        microphone: bool,
+        camera: bool,
+        screen: bool,
+    },
     Mute(ParticipantId),
     StopCamera(ParticipantId),
     Remove(ParticipantId),
     Lock(bool),
     Spotlight(Option<ParticipantId>),
+    /// The participant's browser reports the path its media took.
+    Path(MediaPath),
 }
 
 /// A message the caller must deliver.
@@ -73,6 +81,7 @@ struct Participant {
     token: String,
     loudness: f32,
     last_audio: Option<Instant>,
+    path: Option<MediaPath>,
 }
 
 impl Participant {
@@ -85,6 +94,7 @@ impl Participant {
             microphone: self.microphone,
             camera: self.camera,
             screen: self.screen,
+            path: self.path,
         }
     }
 }
@@ -185,6 +195,7 @@ impl Rooms {
             token: request.new_token.clone(),
             loudness: 0.0,
             last_audio: None,
+            path: None,
         };
         let mut out = Vec::new();
         room.broadcast(&ServerMessage::Joined { participant: participant.view() }, None, &mut out);
@@ -202,6 +213,7 @@ impl Rooms {
                 speaker: room.speaker,
                 participants,
                 resume: request.new_token,
+                ice_servers: request.ice_servers,
             },
         ));
         room.members.insert(id, participant);
@@ -234,11 +246,20 @@ impl Rooms {
             room.broadcast(&message, None, &mut out);
             return Ok(out);
         }
+        if let Action::Path(path) = action {
+            let member = room.members.get_mut(&actor).ok_or(Refusal::NotJoined)?;
+            if member.path != Some(path) {
+                member.path = Some(path);
+                let message = ServerMessage::Updated { participant: member.view() };
+                room.broadcast(&message, None, &mut out);
+            }
+            return Ok(out);
+        }
         if !is_chair {
             return Err(Refusal::NotChair);
         }
         match action {
-            Action::SelfMedia { .. } => {}
+            Action::SelfMedia { .. } | Action::Path(_) => {}
             Action::Mute(target) | Action::StopCamera(target) => {
                 let member = room.members.get_mut(&target).ok_or(Refusal::UnknownParticipant)?;
                 let mute = matches!(action, Action::Mute(_));
@@ -319,6 +340,30 @@ impl Rooms {
             return Vec::new();
         };
         room.members.keys().copied().filter(|other| *other != id).collect()
+    }
+
+    /// The `count` loudest microphones in `id`'s room now (louder first, then by id), as
+    /// Jitsi's bridge forwards only the loudest few. Switched-off microphones do not count;
+    /// quiet ones fill the places left, so a small room hears everyone.
+    pub fn loudest(&self, now: Instant, id: ParticipantId, count: usize) -> Vec<ParticipantId> {
+        let Some(room) = self.membership.get(&id).and_then(|name| self.rooms.get(name)) else {
+            return Vec::new();
+        };
+        let fresh = |member: &Participant| member.last_audio.is_some_and(|last| now.duration_since(last) < AUDIO_STALE);
+        let mut heard: Vec<(ParticipantId, f32)> = room
+            .members
+            .values()
+            .filter(|member| member.microphone)
+            .map(|member| (member.id, if fresh(member) { member.loudness } else { 0.0 }))
+            .collect();
+        heard.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        heard.into_iter().take(count).map(|(id, _)| id).collect()
+    }
+
+    /// Whether `id`'s microphone sends audio levels at all; one that does not cannot be
+    /// ranked and is always forwarded.
+    pub fn sends_audio_levels(&self, id: ParticipantId) -> bool {
+        self.member(id).is_some_and(|member| member.last_audio.is_some())
     }
 
     pub fn room_of(&self, id: ParticipantId) -> Option<&str> {
@@ -413,6 +458,12 @@ impl Rooms {
                 locked: room.locked,
             })
             .collect()
+    }
+
+    /// Every room with the people in it, for the operator's listing.
+    pub fn listing(&self) -> Vec<(String, Vec<ParticipantView>)> {
+        let rooms = self.rooms.values();
+        rooms.map(|room| (room.config.name.clone(), room.members.values().map(Participant::view).collect())).collect()
     }
 
     /// Every participant, for shutdown.

@@ -23,6 +23,7 @@ fn request(room: &str, site: &str, pin: &str) -> JoinRequest {
         pin: pin.into(),
         resume: None,
         new_token: format!("token-{site}-{pin}"),
+        ice_servers: Vec::new(),
     }
 }
 
@@ -246,4 +247,47 @@ fn constant_time_equal_compares_whole_strings() {
     assert!(!constant_time_equal("24681", "246810"));
     assert!(!constant_time_equal("2468100", "246810"));
     assert!(!constant_time_equal("", "246810"));
+}
+
+#[test]
+fn the_loudest_few_are_ranked_and_a_muted_microphone_does_not_count() {
+    let start = Instant::now();
+    let mut big = giao_ban();
+    big.max_participants = 10;
+    let mut rooms = Rooms::new(&[big]);
+    for id in 1..=5 {
+        rooms.join(start, id, request("giao-ban", "Huyện A", "246810")).unwrap();
+    }
+    // 1 is silent, 2 whispers, 3 and 4 speak, 5 shouts; every 20 ms for a second.
+    let levels = [(1, 127u8), (2, 55), (3, 35), (4, 30), (5, 10)];
+    let mut now = start;
+    for _ in 0..50 {
+        now += Duration::from_millis(20);
+        for (id, level) in levels {
+            rooms.audio_level(now, id, level);
+        }
+    }
+    assert_eq!(rooms.loudest(now, 1, 3), vec![5, 4, 3]);
+    assert_eq!(rooms.loudest(now, 1, 10), vec![5, 4, 3, 2, 1], "a small room hears everyone");
+    rooms.act(now, 5, Action::SelfMedia { microphone: false, camera: true, screen: false });
+    assert_eq!(rooms.loudest(now, 1, 3), vec![4, 3, 2]);
+    // Audio that stopped arriving counts as silence: the places go by id.
+    assert_eq!(rooms.loudest(now + Duration::from_secs(1), 1, 3), vec![1, 2, 3]);
+    assert!(rooms.loudest(now, 99, 3).is_empty(), "not in a room");
+}
+
+#[test]
+fn a_reported_media_path_reaches_the_room_once() {
+    use crate::protocol::MediaPath;
+    let now = Instant::now();
+    let mut rooms = Rooms::new(&[giao_ban()]);
+    rooms.join(now, 1, request("giao-ban", "UBND tỉnh", "135790")).unwrap();
+    rooms.join(now, 2, request("giao-ban", "Huyện A", "246810")).unwrap();
+    let out = rooms.act(now, 2, Action::Path(MediaPath::TurnTls));
+    assert!(matches!(
+        messages_to(&out, 1)[..],
+        [ServerMessage::Updated { participant }] if participant.id == 2 && participant.path == Some(MediaPath::TurnTls)
+    ));
+    // The same path again is not news.
+    assert!(rooms.act(now, 2, Action::Path(MediaPath::TurnTls)).is_empty());
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -19,14 +19,26 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
+use crate::capped::{self, CappedListener};
+use crate::conference::Command;
 use crate::hub::{HubCommand, OUTBOUND_QUEUE, Outbound};
-use crate::protocol::{ClientMessage, MAX_MESSAGE_BYTES, ParticipantId, ProtocolError, parse_client_message};
+use crate::limits::{ConnectionSlots, Full};
+use crate::listener::PageListener;
+use crate::origin::AllowedOrigins;
+use crate::protocol::{
+    ClientMessage, MAX_MESSAGE_BYTES, ParticipantId, ProtocolError, ServerMessage, parse_client_message,
+};
+use crate::relay::TurnHandle;
 use crate::room::RoomSummary;
 
 /// Signaling connections at once (each is a task and a small queue).
 const MAX_CONNECTIONS: usize = 2000;
-/// A TLS handshake that takes longer than this is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Signaling connections from one client address (an IPv6 /64) at once: room for a district
+/// office's participants behind one NAT address, not for one client to hold every slot.
+const MAX_CONNECTIONS_PER_CLIENT: usize = 200;
+/// A signaling connection must have joined a room this long after it opened, or it is
+/// closed. The page sends `join` as soon as the socket opens; a refused join closes it.
+pub(crate) const JOIN_DEADLINE: Duration = Duration::from_secs(20);
 /// WebSocket close code 1008: policy violation (RFC 6455 section 7.4.1).
 const CLOSE_POLICY: u16 = 1008;
 /// WebSocket close code 1001: going away.
@@ -42,16 +54,22 @@ pub(crate) struct WebState {
     pub commands: mpsc::Sender<HubCommand>,
     pub summaries: Arc<RwLock<Vec<RoomSummary>>>,
     pub next_id: Arc<AtomicU64>,
-    pub connections: Arc<tokio::sync::Semaphore>,
+    pub connections: ConnectionSlots,
+    pub origins: Arc<AllowedOrigins>,
 }
 
 impl WebState {
-    pub fn new(commands: mpsc::Sender<HubCommand>, summaries: Arc<RwLock<Vec<RoomSummary>>>) -> Self {
+    pub fn new(
+        commands: mpsc::Sender<HubCommand>,
+        summaries: Arc<RwLock<Vec<RoomSummary>>>,
+        origins: AllowedOrigins,
+    ) -> Self {
         WebState {
             commands,
             summaries,
             next_id: Arc::new(AtomicU64::new(1)),
-            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+            connections: ConnectionSlots::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT),
+            origins: Arc::new(origins),
         }
     }
 }
@@ -124,26 +142,52 @@ async fn room_details(State(state): State<WebState>, Path(room): Path<String>) -
 async fn upgrade(
     State(state): State<WebState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let Ok(permit) = state.connections.clone().try_acquire_owned() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
+    // An Origin that is not text is as unusable as a wrong one: check it as an empty one.
+    let origin = headers.get(header::ORIGIN).map(|value| value.to_str().unwrap_or(""));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| uri.authority().map(|authority| authority.as_str()));
+    if let Err(refusal) = state.origins.check(origin, host) {
+        tracing::info!(%remote, reason = refusal.message(), "signaling handshake refused");
+        return (StatusCode::FORBIDDEN, refusal.message()).into_response();
+    }
+    // The name the browser reached us by (checked against its Origin just above): TURN URLs
+    // in `welcome` use it, so they resolve and match the certificate exactly as the page did.
+    let host = host.and_then(crate::ice::PageHost::parse);
+    let permit = match state.connections.try_acquire(remote.ip()) {
+        Ok(permit) => permit,
+        Err(Full::Total) => return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response(),
+        Err(Full::Client) => {
+            tracing::info!(%remote, "signaling connection refused: this client holds its share");
+            return (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address").into_response();
+        }
     };
     // Our own cap, MAX_MESSAGE_BYTES, is checked per message with a clear close reason; the
     // library's cap is a backstop against frames far beyond it.
     upgrade.max_message_size(MAX_MESSAGE_BYTES * 2).max_frame_size(MAX_MESSAGE_BYTES * 2).on_upgrade(
         move |socket| async move {
             let id = state.next_id.fetch_add(1, Ordering::Relaxed);
-            serve_socket(socket, id, remote.ip(), state.commands).await;
+            serve_socket(socket, id, remote.ip(), host, state.commands).await;
             drop(permit);
         },
     )
 }
 
 /// Relays one browser's messages to the hub and the hub's messages back.
-async fn serve_socket(socket: WebSocket, id: ParticipantId, address: IpAddr, commands: mpsc::Sender<HubCommand>) {
+async fn serve_socket(
+    socket: WebSocket,
+    id: ParticipantId,
+    address: IpAddr,
+    host: Option<crate::ice::PageHost>,
+    commands: mpsc::Sender<HubCommand>,
+) {
     let (outbound, mut from_hub) = mpsc::channel(OUTBOUND_QUEUE);
-    if commands.send(HubCommand::Open { id, outbound, address }).await.is_err() {
+    if commands.send(HubCommand::Open { outbound, open: Command::Open { id, address, host } }).await.is_err() {
         return;
     }
     let (mut sink, mut stream) = socket.split();
@@ -154,8 +198,16 @@ async fn serve_socket(socket: WebSocket, id: ParticipantId, address: IpAddr, com
     let mut keepalive = tokio::time::interval(PING_INTERVAL);
     keepalive.tick().await;
     let mut last_heard = tokio::time::Instant::now();
+    let join_deadline = tokio::time::sleep(JOIN_DEADLINE);
+    tokio::pin!(join_deadline);
+    let mut joined = false;
     loop {
         tokio::select! {
+            () = &mut join_deadline, if !joined => {
+                tracing::info!(connection = id, "signaling connection did not join in time; closing");
+                close = Some((CLOSE_POLICY, format!("no join within {} s", JOIN_DEADLINE.as_secs())));
+                break;
+            }
             incoming = stream.next() => {
                 if matches!(incoming, Some(Ok(_))) {
                     last_heard = tokio::time::Instant::now();
@@ -168,7 +220,7 @@ async fn serve_socket(socket: WebSocket, id: ParticipantId, address: IpAddr, com
                     Some(Ok(Message::Text(text))) => match parse_client_message(text.as_str()) {
                         Ok(message) => {
                             let leaving = message == ClientMessage::Leave {};
-                            if commands.send(HubCommand::Message { id, message }).await.is_err() || leaving {
+                            if commands.send(HubCommand::Core(Command::Message { id, message })).await.is_err() || leaving {
                                 break;
                             }
                         }
@@ -204,6 +256,7 @@ async fn serve_socket(socket: WebSocket, id: ParticipantId, address: IpAddr, com
             }
             outgoing = from_hub.recv() => match outgoing {
                 Some(Outbound::Message(message)) => {
+                    joined |= matches!(message, ServerMessage::Welcome { .. });
                     if sink.send(Message::Text(message.to_json().into())).await.is_err() {
                         break;
                     }
@@ -216,7 +269,7 @@ async fn serve_socket(socket: WebSocket, id: ParticipantId, address: IpAddr, com
             },
         }
     }
-    let _ = commands.send(HubCommand::Close { id }).await;
+    let _ = commands.send(HubCommand::Core(Command::Close { id })).await;
     // Flush what the hub queued before the close (an `ended` message explains why).
     while let Ok(Outbound::Message(message)) = from_hub.try_recv() {
         let _ = sink.send(Message::Text(message.to_json().into())).await;
@@ -260,10 +313,12 @@ impl MessageBudget {
     }
 }
 
-/// Serves HTTP or HTTPS on an already bound listener until `stop` fires.
+/// Serves HTTP or HTTPS on an already bound listener until `stop` fires; with `turn`, TURN
+/// connections on the same port go to the TURN server.
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
+    turn: Option<TurnHandle>,
     app: Router,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -273,72 +328,15 @@ pub(crate) async fn serve(
             let _ = stop.wait_for(|stopped| *stopped).await;
         }
     };
-    match tls {
-        None => {
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-        }
-        Some(acceptor) => {
-            // `tap_io` gives the TLS listener axum's ConnectInfo<SocketAddr> support.
-            let listener = TlsListener::start(listener, acceptor, stop).tap_io(|_| {});
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-        }
+    let slots = ConnectionSlots::new(capped::MAX_PAGE_CONNECTIONS, capped::MAX_PAGE_CONNECTIONS_PER_CLIENT);
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    if tls.is_none() && turn.is_none() {
+        let listener = CappedListener::new(listener, slots).tap_io(|_| {});
+        return axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     }
-}
-
-/// An axum listener that completes TLS handshakes in their own tasks, so one slow client
-/// never holds up the others.
-struct TlsListener {
-    local: SocketAddr,
-    ready: mpsc::Receiver<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, SocketAddr)>,
-}
-
-impl TlsListener {
-    fn start(listener: TcpListener, acceptor: TlsAcceptor, mut stop: tokio::sync::watch::Receiver<bool>) -> Self {
-        let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let (sender, ready) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    accepted = listener.accept() => accepted,
-                    _ = stop.wait_for(|stopped| *stopped) => return,
-                };
-                let Ok((stream, remote)) = accepted else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                let sender = sender.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = sender.send((stream, remote)).await;
-                        }
-                        Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        TlsListener { local, ready }
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accept task ended (shutdown): wait for graceful shutdown to stop us.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
+    // `tap_io` gives our listeners axum's ConnectInfo<SocketAddr> support.
+    let listener = PageListener::start(listener, slots, tls, turn, stop).tap_io(|_| {});
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -117,6 +117,8 @@ max_participants = 50
 });
 
 after(async () => {
+  // SERVER_LOG keeps the whole server log (failures print only its end).
+  if (process.env.SERVER_LOG) writeFileSync(process.env.SERVER_LOG, serverLog);
   if (browser) await browser.close().catch(() => {});
   if (server && server.exitCode === null) {
     server.kill('SIGTERM');
@@ -236,6 +238,30 @@ test('three participants receive and decode each other\'s video and audio', asyn
     assert.match(metrics, new RegExp(`${name}\\{[^}]*room="${ROOM}"[^}]*\\} [1-9]`), `${name} missing from /metrics`);
   }
   assert.match(metrics, new RegExp(`lienthong_conference_participants\\{room="${ROOM}"\\} 3`));
+  // The operator's listing: the room, its three participants and their connections.
+  const listing = await waitFor('the admin listing to show the connections', async () => {
+    // Everything but /metrics and /healthz needs the admin token lienthong keeps in state_dir.
+    const token = readFileSync(join(workDir, 'state', 'admin.token'), 'utf8').trim();
+    const rooms = await (await fetch(`${adminUrl}/conference`, { headers: { authorization: `Bearer ${token}` } })).json();
+    const room = rooms.find((candidate) => candidate.name === ROOM);
+    return room && room.participants.length === 3 && room.participants.every((p) => p.estimate_kbps > 0 && p.quality !== 'unknown'
+      && p.sending_kbps > 0 && Number.isInteger(p.loss_permille) && Number.isInteger(p.rtt_ms)) && room;
+  });
+  assert.ok(listing.forwarded_packets > 0);
+  // The room's link gauges: what the publishers send in, and its weakest link.
+  const gauges = await (await fetch(`${adminUrl}/metrics`)).text();
+  assert.match(gauges, new RegExp(`lienthong_conference_received_bps\\{room="${ROOM}"\\} [1-9]`));
+  for (const name of ['worst_loss_ratio', 'lowest_estimate_bps', 'audio_only_participants']) {
+    assert.match(gauges, new RegExp(`lienthong_conference_${name}\\{room="${ROOM}"\\} `), `${name} missing from /metrics`);
+  }
+  assert.deepEqual(listing.participants.map((p) => p.id).sort(), all);
+  // Each page shows how every other site's media reaches it.
+  for (const page of [pages.chair, pages.a, pages.b]) {
+    await waitFor('a connection indicator on every other tile', async () => {
+      const qualities = await page.$$eval('#tiles .tile:not(.self) .connection', (dots) => dots.map((dot) => dot.dataset.quality));
+      return qualities.length === 2 && qualities.every((quality) => quality === 'good' || quality === 'fair');
+    });
+  }
   const shots = process.env.SCREENSHOT_DIR || workDir;
   await pages.chair.screenshot({ path: join(shots, 'three-participants.png') });
   console.log(`screenshot: ${join(shots, 'three-participants.png')}`);
@@ -392,4 +418,57 @@ test('the chair removes a participant, whose page says why', async () => {
   // A removed page does not come back by itself.
   await new Promise((done) => setTimeout(done, 1500));
   assert.equal(await pages.a.evaluate(() => window.lienthong.state.me), null);
+});
+
+test('simulcast: the spotlight on a desk screen gets a high layer of a 1280x720 camera and a phone the lowest', async () => {
+  // Chromium's fake camera is 640x480, too small for three layers: feed it a 1280x720 file.
+  const y4m = join(workDir, 'camera-720p.y4m');
+  execFileSync('ffmpeg', ['-loglevel', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=15', '-t', '2', '-pix_fmt', 'yuv420p', y4m]);
+  const hd = await chromium.launch({
+    executablePath: browserPath,
+    headless: true,
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+      `--use-file-for-fake-video-capture=${y4m}`, '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+  try {
+    const context = await hd.newContext({ permissions: ['camera', 'microphone'], viewport: { width: 1280, height: 800 } });
+    const publisher = await context.newPage();
+    publisher.on('pageerror', (error) => console.error('page error:', error.message));
+    await publisher.goto(`${baseUrl}/r/${ROOM}`);
+    await publisher.waitForSelector('#join-site option', { state: 'attached' });
+    await fillJoin(publisher, 'Camera HD', 'UBND tỉnh', PIN);
+    await publisher.waitForFunction(() => window.lienthong.state.me !== null, null, { timeout: 15000 });
+    const publisherId = await myId(publisher);
+
+    // The chair gives the floor to the HD site: a large tile on the chair's desk screen.
+    const large = await joinRoom('Chủ trì màn hình lớn', 'Huyện A', CHAIR_PIN);
+    await large.evaluate((id) => window.lienthong.send({ type: 'spotlight', participant: id }), publisherId);
+    const smallContext = await browser.newContext({ permissions: ['camera', 'microphone'], viewport: { width: 360, height: 640 } });
+    const small = await smallContext.newPage();
+    await small.goto(`${baseUrl}/r/${ROOM}`);
+    await small.waitForSelector('#join-site option', { state: 'attached' });
+    await fillJoin(small, 'Điện thoại', 'Huyện B', PIN);
+    await small.waitForFunction(() => window.lienthong.state.me !== null, null, { timeout: 15000 });
+
+    const widthOn = async (page) => ((await stats(page))[publisherId] || { frameWidth: 0, framesDecoded: 0 });
+    const high = await waitFor('the large tile to decode a high layer (>= 640 wide)', async () => {
+      const current = await widthOn(large);
+      if (process.env.DEBUG_SIMULCAST) console.log('large', JSON.stringify(current), await large.evaluate(() => window.lienthong.state.layout));
+      return current.framesDecoded > 0 && current.frameWidth >= 640 && current;
+    }, 90000, 500);
+    const low = await waitFor('the thumbnail to decode the lowest layer (<= 320 wide)', async () => {
+      const current = await widthOn(small);
+      if (process.env.DEBUG_SIMULCAST) console.log('small', JSON.stringify(current), await small.evaluate(() => window.lienthong.state.layout));
+      return current.framesDecoded > 0 && current.frameWidth > 0 && current.frameWidth <= 320 && current;
+    }, 60000, 500);
+    console.log(`simulcast: large tile ${high.frameWidth}px wide, thumbnail ${low.frameWidth}px wide`);
+    await large.close();
+    await smallContext.close();
+  } finally {
+    await hd.close().catch(() => {});
+  }
 });

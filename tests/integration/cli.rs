@@ -15,7 +15,24 @@ fn default_config_is_the_example_file_and_passes_check() {
     std::fs::write(dir.path().join("default.toml"), &printed).unwrap();
     let (code, stdout, stderr) = run_command(dir.path(), &["check", "--config", "default.toml"], "");
     assert_eq!(code, 0, "default config fails check: {stderr}");
-    assert_eq!(stdout, "default.toml: ok\n");
+    assert!(stdout.starts_with("default.toml: ok\nconference ports"), "{stdout}");
+    assert!(stdout.contains("TCP 127.0.0.1:8080  page, signaling, TURN over TCP"), "{stdout}");
+    assert!(stdout.contains("UDP 127.0.0.1:10000  media"), "{stdout}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn check_warns_when_browsers_would_refuse_the_media_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[server]\naddresses = [\"10.20.0.5\"]\n\n[conference]\nlisten = \"10.20.0.5:443\"\ntls = true\nmedia_port = 443\n";
+    std::fs::write(dir.path().join("m.toml"), config).unwrap();
+    let (code, stdout, stderr) = run_command(dir.path(), &["check", "--config", "m.toml"], "");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("TCP 10.20.0.5:443  page, signaling, TURN over TLS and TCP"), "{stdout}");
+    assert!(
+        stderr.contains("warning: conference.media_port: browsers refuse media candidates 10.20.0.5:443 (ports 80 and 443 are refused on private addresses)"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -87,4 +104,69 @@ fn hash_password_prints_a_verifiable_argon2id_hash() {
     let (code, _, stderr) = run_command(dir.path(), &["hash-password"], "");
     assert_eq!(code, 1);
     assert!(stderr.contains("empty password"), "{stderr}");
+}
+
+#[test]
+fn check_warns_about_a_private_address_published_outside_but_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "\
+[server]
+hostname = \"hub.ninhthuan.gov.vn\"
+addresses = [\"10.20.0.5\"]
+
+[dns]
+listen = [\"127.0.0.1:0\"]
+
+[[dns.zone]]
+name = \"ninhthuan.gov.vn\"
+
+[mail]
+enabled = false
+
+[conference]
+enabled = false
+";
+    std::fs::write(dir.path().join("leak.toml"), config).unwrap();
+    let (code, stdout, stderr) = run_command(dir.path(), &["check", "--config", "leak.toml"], "");
+    assert_eq!(code, 0, "a warning does not refuse the config: {stderr}");
+    assert_eq!(stdout, "leak.toml: ok\n");
+    assert!(
+        stderr.starts_with("leak.toml:3:14: server.addresses[0]: warning: zone `ninhthuan.gov.vn` (seen by every client) publishes the private address 10.20.0.5"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn dns_ds_prints_the_ds_of_a_signed_zone_and_roll_ksk_adds_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\nhostname = \"hub.ninhthuan.gov.vn\"\naddresses = [\"10.20.0.5\"]\nstate_dir = \"{}\"\n\n[dns]\nlisten = [\"127.0.0.1:0\"]\n\n[[dns.zone]]\nname = \"ninhthuan.gov.vn\"\ndnssec = true\n\n[[dns.zone]]\nname = \"plain.gov.vn\"\n\n[mail]\nenabled = false\n\n[conference]\nenabled = false\n",
+        dir.path().join("state").display()
+    );
+    std::fs::write(dir.path().join("signed.toml"), config).unwrap();
+    let ds = |zone: &str| run_command(dir.path(), &["dns", "ds", zone, "--config", "signed.toml"], "");
+    let (code, first, stderr) = ds("ninhthuan.gov.vn");
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = first.lines().collect();
+    assert_eq!(lines.len(), 1, "{first}");
+    assert!(lines[0].starts_with("ninhthuan.gov.vn. 3600 IN DS ") && lines[0].contains(" 13 2 "), "{first}");
+    assert_eq!(ds("ninhthuan.gov.vn").1, first, "the keys are made once and kept");
+    let (code, _, stderr) = ds("plain.gov.vn");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("is not signed"), "{stderr}");
+
+    let roll = |extra: &[&str]| {
+        let mut arguments = vec!["dns", "roll-ksk", "ninhthuan.gov.vn", "--config", "signed.toml"];
+        arguments.extend_from_slice(extra);
+        run_command(dir.path(), &arguments, "")
+    };
+    let (code, message, stderr) = roll(&[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(message.contains("--finish"), "{message}");
+    assert_eq!(ds("ninhthuan.gov.vn").1.lines().count(), 2, "old and new KSK during the rollover");
+    let (code, _, stderr) = roll(&["--finish"]);
+    assert_eq!(code, 0, "{stderr}");
+    let after = ds("ninhthuan.gov.vn").1;
+    assert_eq!(after.lines().count(), 1);
+    assert_ne!(after, first, "the new KSK's DS is left");
 }

@@ -4,7 +4,7 @@
 //! for), and is killed by PID when the test ends, even when it panics.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -36,6 +36,15 @@ impl Instance {
     pub fn launch(dir: tempfile::TempDir, config: &str) -> Self {
         let admin = admin_address(config);
         let child = spawn(dir.path(), &["run", "--config", "lienthong.toml"]);
+        Self::ready(child, dir, admin)
+    }
+
+    /// Like [`Instance::launch`], with the process's umask set first (e.g. `022`, the usual
+    /// default outside systemd); the shell leaves `umask.witness` created under that umask.
+    pub fn launch_with_umask(dir: tempfile::TempDir, config: &str, umask: &str) -> Self {
+        let admin = admin_address(config);
+        let script = format!("umask {umask} && : > umask.witness && exec \"$0\" run --config lienthong.toml");
+        let child = spawn_program(dir.path(), "sh", &["-c", &script, BINARY]);
         Self::ready(child, dir, admin)
     }
 
@@ -123,9 +132,13 @@ impl Drop for Instance {
 }
 
 fn spawn(dir: &Path, args: &[&str]) -> Child {
+    spawn_program(dir, BINARY, args)
+}
+
+fn spawn_program(dir: &Path, program: &str, args: &[&str]) -> Child {
     let stdout = std::fs::File::create(dir.join("stdout.log")).expect("stdout log");
     let stderr = std::fs::File::create(dir.join("stderr.log")).expect("stderr log");
-    Command::new(BINARY)
+    Command::new(program)
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "info")
@@ -150,15 +163,25 @@ fn admin_address(config: &str) -> SocketAddr {
     "127.0.0.1:9090".parse().unwrap()
 }
 
-/// A port free for both TCP and UDP on 127.0.0.1 right now.
+/// A port free for TCP and UDP on 127.0.0.1, outside the kernel's ephemeral range (Linux:
+/// 32768-60999). A port the kernel handed out for `:0` can be taken again, before the test
+/// binds it, as the local port of any outgoing connection (a relay's delivery, a client);
+/// these ports are never handed out that way. Each is given once per process, from an offset
+/// by PID, and checked free by binding it.
 pub fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (n + std::process::id().wrapping_mul(613)) % COUNT) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if tcp.is_ok() && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// Polls `condition` every 50 ms until it holds or `limit` passes.
@@ -250,6 +273,8 @@ enabled = {mail}
 mx_listen = "127.0.0.1:{mx}"
 submission_listen = "127.0.0.1:{submission}"
 submissions_listen = "127.0.0.1:{submissions}"
+# No DNS for SPF/DKIM/DMARC lookups here (mailrelay/tests/sender_checks.rs has one).
+check_senders = false
 
 [conference]
 enabled = {conference}

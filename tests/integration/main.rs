@@ -3,5 +3,9 @@
 #[allow(dead_code)] // each test module uses a different part of it
 mod common;
 
+mod admin;
 mod cli;
+mod dkim;
+mod load;
 mod run;
+mod trace;

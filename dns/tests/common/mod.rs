@@ -197,15 +197,25 @@ impl Drop for FakeUpstream {
     }
 }
 
-/// A UDP port free right now on 127.0.0.1 (for peers that need their port up front).
+/// A port free for TCP and UDP on 127.0.0.1, outside the kernel's ephemeral range (Linux:
+/// 32768-60999). A port the kernel handed out for `:0` can be taken again, before the test
+/// binds it, as the local port of any outgoing connection (a relay's delivery, a client);
+/// these ports are never handed out that way. Each is given once per process, from an offset
+/// by PID, and checked free by binding it.
 pub fn free_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = socket.local_addr().unwrap().port();
-    let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
-    if tcp.is_err() {
-        return free_port();
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (n + std::process::id().wrapping_mul(613)) % COUNT) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if tcp.is_ok() && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
-    port
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 /// Sends `packet` over UDP to 127.0.0.1:`port`, returns the decoded answer (None on timeout).
@@ -228,8 +238,13 @@ pub struct Nsd {
 impl Nsd {
     /// Starts NSD with `zone_clause` (the `zone:` section) on a free port.
     pub fn start(directory: &Path, zone_clause: &str, port: u16) -> Nsd {
+        Nsd::start_with(directory, "", zone_clause, port)
+    }
+
+    /// [`Nsd::start`] with extra `server:` options (each line indented by two spaces).
+    pub fn start_with(directory: &Path, server_options: &str, zone_clause: &str, port: u16) -> Nsd {
         let conf = format!(
-            "server:\n  ip-address: 127.0.0.1\n  port: {port}\n  do-ip6: no\n  server-count: 1\n  username: \"\"\n  chroot: \"\"\n  database: \"\"\n  zonesdir: \"{dir}\"\n  zonelistfile: \"{dir}/zone.list\"\n  xfrdfile: \"{dir}/xfrd.state\"\n  xfrdir: \"{dir}\"\n  pidfile: \"{dir}/nsd.pid\"\n  logfile: \"{dir}/nsd.log\"\n  verbosity: 2\n  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\nremote-control:\n  control-enable: no\n{zone_clause}",
+            "server:\n{server_options}  ip-address: 127.0.0.1\n  port: {port}\n  do-ip6: no\n  server-count: 1\n  username: \"\"\n  chroot: \"\"\n  database: \"\"\n  zonesdir: \"{dir}\"\n  zonelistfile: \"{dir}/zone.list\"\n  xfrdfile: \"{dir}/xfrd.state\"\n  xfrdir: \"{dir}\"\n  pidfile: \"{dir}/nsd.pid\"\n  logfile: \"{dir}/nsd.log\"\n  verbosity: 2\n  rrl-ratelimit: 0\n  rrl-whitelist-ratelimit: 0\nremote-control:\n  control-enable: no\n{zone_clause}",
             dir = directory.display()
         );
         std::fs::write(directory.join("nsd.conf"), conf).unwrap();
@@ -261,4 +276,131 @@ impl Drop for Nsd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The zone both lienthong and NSD serve in the differential tests: every category of name
+/// (wildcards and their siblings, empty non-terminals, CNAME chains in and out of the zone,
+/// delegations with glue).
+pub const NSD_ZONE: &str = r#"$ORIGIN ninhthuan.gov.vn.
+$TTL 3600
+@       IN SOA hub hostmaster ( 2024010101 7200 3600 1209600 300 )
+@       IN NS   hub
+@       IN NS   ns2.example.net.
+@       IN MX   10 mail
+@       IN MX   20 mx.example.net.
+@       IN TXT  "v=spf1 a:mail.ninhthuan.gov.vn -all"
+@       IN A    10.20.0.5
+hub     IN A    10.20.0.5
+hub     IN AAAA 2001:db8::5
+mail    IN A    10.20.0.20
+mail    IN AAAA 2001:db8::20
+www     300 IN A 10.20.0.10
+www     300 IN A 10.20.0.11
+www     IN TXT  "portal"
+motcua  IN CNAME www
+chain1  IN CNAME chain2
+chain2  IN CNAME www
+c1      IN CNAME c2
+c2      IN CNAME c3
+c3      IN CNAME c4
+c4      IN CNAME c5
+c5      IN CNAME c6
+c6      IN CNAME c7
+c7      IN CNAME c8
+c8      IN CNAME c9
+c9      IN CNAME c10
+c10     IN CNAME c11
+c11     IN CNAME c12
+c12     IN CNAME www
+loop1   IN CNAME loop2
+loop2   IN CNAME loop1
+self    IN CNAME self
+dangling IN CNAME nowhere
+outside IN CNAME portal.example.com.
+towild  IN CNAME x.wild
+toent   IN CNAME ent
+todeleg IN CNAME www.huyen
+tomx    IN CNAME q.mx
+*.wild  IN A    10.20.0.99
+*.wild  IN TXT  "wild"
+real.wild IN A  10.20.0.98
+*.wc    IN CNAME www
+*.mx    IN MX   10 mail
+a.b.ent IN A    10.20.0.12
+*.x.ent IN A    10.20.0.13
+huyen   IN NS   ns1.huyen
+huyen   IN NS   ns.example.net.
+ns1.huyen IN A  10.20.0.30
+ns1.huyen IN AAAA 2001:db8::30
+nsonly  IN NS   ns.example.net.
+_sip._tcp IN SRV 0 1 5060 hub
+_ldap._tcp IN SRV 0 1 389 ns1.huyen
+_wild._tcp IN SRV 0 1 80 q.wild
+mxg     IN MX   10 ns1.huyen
+ptr     IN PTR  hub
+caa     IN CAA  0 issue "letsencrypt.org"
+mixed   IN TXT  "first"
+mixed   IN MX   10 mail
+mixed   IN A    10.20.0.50
+txtonly IN TXT  "t"
+txtonly IN SRV  0 0 1 hub
+txtonly IN CAA  0 issue "ca.example"
+tosib   IN CNAME www.khanhhoa.gov.vn.
+tosibnx IN CNAME nope.khanhhoa.gov.vn.
+tosibback IN CNAME back.khanhhoa.gov.vn.
+tosibwild IN CNAME x.wild.khanhhoa.gov.vn.
+tosibdeleg IN CNAME www.deleg.khanhhoa.gov.vn.
+tosibmx IN CNAME mx.khanhhoa.gov.vn.
+tosibent IN CNAME ent.khanhhoa.gov.vn.
+tosibout IN CNAME out.khanhhoa.gov.vn.
+xloop   IN CNAME loop.khanhhoa.gov.vn.
+tochild IN CNAME www.sub.ninhthuan.gov.vn.
+tochildnx IN CNAME nope.sub.ninhthuan.gov.vn.
+sub     IN NS   ns.sub
+ns.sub  IN A    10.20.0.40
+"#;
+
+/// A sibling zone the same server serves (no wildcard: its NXDOMAINs take the precomputed
+/// path), for CNAME chains that cross zones.
+pub const NSD_SIBLING_ZONE: &str = r#"$ORIGIN khanhhoa.gov.vn.
+$TTL 3600
+@        IN SOA ns1 hostmaster 2024020202 7200 3600 1209600 600
+@        IN NS  ns1
+@        IN NS  ns2.example.net.
+ns1      IN A   10.30.0.1
+www      IN A   10.30.0.10
+back     IN CNAME www.ninhthuan.gov.vn.
+deleg    IN NS  ns.deleg
+ns.deleg IN A   10.30.0.50
+mx       IN MX  10 ns1
+a.ent    IN A   10.30.0.12
+out      IN CNAME portal.example.org.
+loop     IN CNAME xloop.ninhthuan.gov.vn.
+"#;
+
+/// One raw exchange with 127.0.0.1:`port`, over TCP or UDP (three tries); `None` on timeout.
+pub async fn exchange(port: u16, packet: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Duration::from_secs(5);
+    if tcp {
+        let mut stream =
+            tokio::time::timeout(deadline, tokio::net::TcpStream::connect(("127.0.0.1", port))).await.ok()?.ok()?;
+        let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(packet);
+        stream.write_all(&framed).await.ok()?;
+        let length = tokio::time::timeout(deadline, stream.read_u16()).await.ok()?.ok()?;
+        let mut buffer = vec![0u8; usize::from(length)];
+        tokio::time::timeout(deadline, stream.read_exact(&mut buffer)).await.ok()?.ok()?;
+        return Some(buffer);
+    }
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.ok()?;
+    let mut buffer = vec![0u8; 65535];
+    for _ in 0..3 {
+        socket.send_to(packet, ("127.0.0.1", port)).await.ok()?;
+        if let Ok(Ok((length, _))) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buffer)).await {
+            return Some(buffer[..length].to_vec());
+        }
+    }
+    None
 }

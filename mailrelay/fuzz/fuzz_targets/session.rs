@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use lienthong_mailrelay::session::{Action, AuthOutcome, Listener, Policy, Session, TlsInfo};
+use lienthong_mailrelay::session::{Action, AuthOutcome, Listener, Policy, RecipientStatus, Session, TlsInfo};
 
 fuzz_target!(|data: &[u8]| {
     let policy = Arc::new(Policy {
@@ -18,6 +18,10 @@ fuzz_target!(|data: &[u8]| {
         local_domains: HashSet::from(["ninhthuan.gov.vn".to_owned()]),
         relay_from: Vec::new(),
         users: HashMap::from([("vanthu@ninhthuan.gov.vn".to_owned(), vec!["vanthu@ninhthuan.gov.vn".to_owned()])]),
+        max_connections_per_client: 50,
+        memory: lienthong_mailrelay::session::memory::MemoryBudget::new(usize::MAX),
+        limits: Arc::new(lienthong_mailrelay::limits::Limits::with_clock(Box::new(std::time::Instant::now))),
+        recipients: HashMap::new(),
     });
     let tls = (data.first().copied().unwrap_or(0) & 1 == 1)
         .then(|| TlsInfo { protocol: "TLSv1.3".into(), cipher: "TLS13_AES_128_GCM_SHA256".into() });
@@ -31,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
                 Action::Close => return,
                 Action::Authenticate { login, .. } => session.authentication_result(&login, AuthOutcome::Accepted),
                 Action::Enqueue(_) => session.enqueue_result(Ok("Q".into())),
+                Action::VerifyRecipient(_) => session.verification_result(RecipientStatus::Unknown),
             }
         }
         session.take_output();

@@ -6,6 +6,12 @@
 //! hears `250` before its message is on stable storage. A new segment file is followed by an
 //! fsync of the directory before any of its records is acknowledged.
 //!
+//! When a write or an fsync fails, every record of the batch whose bytes are not known to be
+//! durable is answered with an error (the client hears 4xx and retries): a failed write is cut
+//! off and its segment closed, and every segment the batch touched is fsynced on its own, so
+//! one record's failure never acknowledges another's unflushed bytes. A segment whose fsync
+//! failed is never appended to again, and its unflushed records are tombstoned.
+//!
 //! A delivered message is not rewritten: its record's kind byte is overwritten in place (a
 //! tombstone). A segment whose records are all tombstones, and which is no longer the one being
 //! appended to, is deleted. A message whose delivery is deferred is appended again with its new
@@ -16,12 +22,15 @@
 //! reading of its segment at recovery; it was never acknowledged.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::fs::File;
+use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
+
+use super::storage::{Disk, SegmentFile, Storage};
 
 const MAGIC: &[u8; 4] = b"LTQ1";
 const HEADER_LENGTH: usize = 25;
@@ -77,7 +86,12 @@ pub struct Journal {
 impl Journal {
     /// Reads every live record in `directory`, then starts the writer on a new segment.
     pub fn open(directory: &Path) -> std::io::Result<(Self, Vec<Recovered>)> {
-        std::fs::create_dir_all(directory)?;
+        Self::open_with(directory, Arc::new(Disk))
+    }
+
+    /// Like [`Journal::open`], writing through `storage` (tests inject faults with it).
+    pub(crate) fn open_with(directory: &Path, storage: Arc<dyn Storage>) -> std::io::Result<(Self, Vec<Recovered>)> {
+        lienthong_config::state::create_private_dir(directory)?;
         let mut segments: Vec<u64> = std::fs::read_dir(directory)?
             .filter_map(|entry| entry.ok())
             .filter_map(|entry| segment_number(&entry.file_name().to_string_lossy()))
@@ -98,6 +112,7 @@ impl Journal {
         let (sender, receiver) = mpsc::unbounded_channel();
         let writer = Writer {
             directory: directory.to_path_buf(),
+            storage,
             current: None,
             next_segment,
             live_counts,
@@ -145,12 +160,24 @@ impl Journal {
     }
 }
 
+/// The segment being appended to.
+struct Segment {
+    number: u64,
+    file: Box<dyn SegmentFile>,
+    length: u64,
+    /// Records were appended since the last fsync.
+    dirty: bool,
+}
+
 struct Writer {
     directory: PathBuf,
-    current: Option<(u64, File, u64)>,
+    storage: Arc<dyn Storage>,
+    current: Option<Segment>,
     next_segment: u64,
+    /// Records written and not tombstoned, per segment, counted from the moment they are
+    /// written (so a segment is never deleted under a record that is still being flushed).
     live_counts: HashMap<u64, usize>,
-    tombstone_files: HashMap<u64, File>,
+    tombstone_files: HashMap<u64, Box<dyn SegmentFile>>,
 }
 
 impl Writer {
@@ -165,27 +192,32 @@ impl Writer {
             }
             let mut appended = Vec::new();
             let mut removals = Vec::new();
+            // Segments this batch wrote to and then left (rolled over, or abandoned after a
+            // failed write): their records still need the batch's fsync.
+            let mut left = Vec::new();
             for request in batch {
                 match request {
                     Request::Append { meta, content, reply } => {
-                        let result = self.write_record(&meta, &content);
+                        let result = self.write_record(&meta, &content, &mut left);
                         appended.push((result, reply));
                     }
                     Request::Remove { location, done } => removals.push((location, done)),
                 }
             }
-            let flushed = match &self.current {
-                Some((_, file, _)) if !appended.is_empty() => file.sync_data(),
-                _ => Ok(()),
-            };
+            let failed = self.sync_batch(left);
             for (result, reply) in appended {
-                let result = match (&flushed, result) {
-                    (Err(error), Ok(_)) => Err(std::io::Error::new(error.kind(), error.to_string())),
-                    (_, result) => result,
+                let result = match result {
+                    Ok(location) => match failed.get(&location.segment) {
+                        None => Ok(location),
+                        Some(kind) => {
+                            // Not known to be on disk: the client hears 4xx, so the copy that may
+                            // still reach the disk must not be delivered after a restart.
+                            let _ = self.tombstone(location);
+                            Err(std::io::Error::new(*kind, "the queue could not flush this message to disk"))
+                        }
+                    },
+                    Err(error) => Err(error),
                 };
-                if let Ok(location) = &result {
-                    *self.live_counts.entry(location.segment).or_default() += 1;
-                }
                 let _ = reply.send(result);
             }
             // Removals after appends: a deferred message's new copy is durable before the old dies.
@@ -198,20 +230,43 @@ impl Writer {
                 }
             }
         }
-        if let Some((_, file, _)) = &self.current {
-            let _ = file.sync_data();
+        if let Some(segment) = &self.current {
+            let _ = segment.file.sync_data();
         }
     }
 
-    fn write_record(&mut self, meta: &[u8], content: &[u8]) -> std::io::Result<Location> {
+    /// One fsync per segment written in this batch. Returns the segments whose fsync failed,
+    /// with the error kind. A segment whose fsync failed is never appended to again: after a
+    /// failed fsync the kernel may have dropped the dirty pages, and a later fsync can report
+    /// success without writing them.
+    fn sync_batch(&mut self, left: Vec<Segment>) -> HashMap<u64, std::io::ErrorKind> {
+        let mut failed = HashMap::new();
+        for segment in left {
+            if let Err(error) = segment.file.sync_data() {
+                tracing::error!(segment = segment.number, %error, "queue fsync failed; its new messages are refused");
+                failed.insert(segment.number, error.kind());
+            }
+        }
+        if let Some(segment) = self.current.as_mut().filter(|segment| segment.dirty) {
+            segment.dirty = false;
+            if let Err(error) = segment.file.sync_data() {
+                tracing::error!(segment = segment.number, %error, "queue fsync failed; its new messages are refused");
+                failed.insert(segment.number, error.kind());
+                self.current = None;
+            }
+        }
+        failed
+    }
+
+    fn write_record(&mut self, meta: &[u8], content: &[u8], left: &mut Vec<Segment>) -> std::io::Result<Location> {
         let needs_new = match &self.current {
             None => true,
-            Some((_, _, length)) => *length >= SEGMENT_LIMIT,
+            Some(segment) => segment.length >= SEGMENT_LIMIT,
         };
         if needs_new {
-            self.roll()?;
+            self.roll(left)?;
         }
-        let Some((segment, file, length)) = &mut self.current else {
+        let Some(segment) = &mut self.current else {
             return Err(std::io::Error::other("no open segment"));
         };
         let meta_length = u32::try_from(meta.len()).map_err(std::io::Error::other)?;
@@ -223,43 +278,66 @@ impl Writer {
         record.extend_from_slice(&checksum(meta, content).to_le_bytes());
         record.extend_from_slice(meta);
         record.extend_from_slice(content);
-        let offset = *length;
-        if let Err(error) = file.write_all(&record) {
-            // A partial record would make the rest of the segment unreadable: start a new one.
-            self.current = None;
+        let offset = segment.length;
+        if let Err(error) = segment.file.append(&record) {
+            // Part of the record may be on disk. Cut it off if we can; either way this segment
+            // takes no more records (recovery stops at a torn record), but the records already
+            // in it are flushed with the batch.
+            if let Err(truncate_error) = segment.file.truncate(offset) {
+                tracing::warn!(segment = segment.number, %truncate_error, "cannot cut a partly written queue record");
+            }
+            tracing::error!(segment = segment.number, %error, "queue write failed; the message is refused");
+            if let Some(segment) = self.current.take() {
+                self.leave(segment, left);
+            }
             return Err(error);
         }
-        *length += record.len() as u64;
-        Ok(Location { segment: *segment, offset, meta_length, content_length: content.len() as u64 })
+        segment.length += record.len() as u64;
+        segment.dirty = true;
+        *self.live_counts.entry(segment.number).or_default() += 1;
+        Ok(Location { segment: segment.number, offset, meta_length, content_length: content.len() as u64 })
     }
 
-    fn roll(&mut self) -> std::io::Result<()> {
-        if let Some((old, file, _)) = self.current.take() {
-            file.sync_data()?;
-            if self.live_counts.get(&old).copied().unwrap_or(0) == 0 {
-                self.delete_segment(old);
-            }
+    fn roll(&mut self, left: &mut Vec<Segment>) -> std::io::Result<()> {
+        if let Some(old) = self.current.take() {
+            self.leave(old, left);
         }
-        let segment = self.next_segment;
+        let number = self.next_segment;
         self.next_segment += 1;
-        let file = OpenOptions::new().create_new(true).append(true).open(segment_path(&self.directory, segment))?;
-        File::open(&self.directory)?.sync_all()?;
-        self.current = Some((segment, file, 0));
+        let path = segment_path(&self.directory, number);
+        let file = self.storage.create(&path)?;
+        if let Err(error) = self.storage.sync_directory(&self.directory) {
+            // Its directory entry might not survive a crash: records in it would be lost.
+            drop(file);
+            let _ = self.storage.remove(&path);
+            return Err(error);
+        }
+        self.current = Some(Segment { number, file, length: 0, dirty: false });
         Ok(())
+    }
+
+    /// Stops appending to `segment`: kept for the batch's fsync if it has unflushed records,
+    /// deleted if nothing in it is live.
+    fn leave(&mut self, segment: Segment, left: &mut Vec<Segment>) {
+        if self.live_counts.get(&segment.number).copied().unwrap_or(0) == 0 {
+            let number = segment.number;
+            drop(segment);
+            self.delete_segment(number);
+        } else if segment.dirty {
+            left.push(segment);
+        }
     }
 
     fn tombstone(&mut self, location: Location) -> std::io::Result<()> {
         let path = segment_path(&self.directory, location.segment);
         let file = match self.tombstone_files.entry(location.segment) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert(OpenOptions::new().write(true).open(&path)?)
-            }
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(self.storage.open_existing(&path)?),
         };
-        file.write_all_at(&[KIND_TOMBSTONE], location.offset + 4)?;
+        file.write_at(&[KIND_TOMBSTONE], location.offset + 4)?;
         let count = self.live_counts.entry(location.segment).or_default();
         *count = count.saturating_sub(1);
-        let is_current = self.current.as_ref().is_some_and(|(segment, _, _)| *segment == location.segment);
+        let is_current = self.current.as_ref().is_some_and(|segment| segment.number == location.segment);
         if *count == 0 && !is_current {
             self.delete_segment(location.segment);
         }
@@ -269,7 +347,7 @@ impl Writer {
     fn delete_segment(&mut self, segment: u64) {
         self.tombstone_files.remove(&segment);
         self.live_counts.remove(&segment);
-        if let Err(error) = std::fs::remove_file(segment_path(&self.directory, segment)) {
+        if let Err(error) = self.storage.remove(&segment_path(&self.directory, segment)) {
             tracing::warn!(segment, %error, "cannot delete an empty queue segment");
         }
     }
@@ -329,6 +407,9 @@ fn segment_number(name: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
     use super::*;
 
     #[tokio::test]

@@ -4,6 +4,9 @@
 //! stays in the [`journal`] on disk and is read back for each delivery attempt.
 
 pub mod journal;
+#[cfg(test)]
+mod journal_faults;
+mod storage;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -14,6 +17,7 @@ use tokio::sync::Notify;
 
 use crate::QueueEntry;
 use crate::address::Address;
+use crate::esmtp::{EnvelopeId, OriginalRecipient};
 use crate::session::{Envelope, Recipient};
 use journal::{Journal, Location};
 
@@ -25,7 +29,8 @@ pub struct Meta {
     pub sender: Option<StoredAddress>,
     pub recipients: Vec<StoredRecipient>,
     pub return_full: bool,
-    pub envelope_id: Option<String>,
+    #[serde(default, deserialize_with = "crate::esmtp::lenient")]
+    pub envelope_id: Option<EnvelopeId>,
     pub eight_bit: bool,
     pub smtputf8: bool,
     pub attempts: u32,
@@ -45,7 +50,8 @@ pub struct StoredAddress {
 pub struct StoredRecipient {
     pub address: StoredAddress,
     pub notify: u64,
-    pub original: Option<String>,
+    #[serde(default, deserialize_with = "crate::esmtp::lenient")]
+    pub original: Option<OriginalRecipient>,
 }
 
 impl StoredAddress {

@@ -7,9 +7,19 @@ use smtp_proto::{Error as ParseError, MailFrom, RcptTo, Request};
 use super::data::DataReader;
 use super::{Action, Envelope, Recipient, Session, State};
 use crate::address::{Address, AddressProblem, may_send_as};
+use crate::esmtp::{self, BodyType, MailParameters, ParameterError, RcptParameters};
+use crate::limits::{Admission, Kind};
 
 impl Session {
     pub(super) fn command(&mut self, line: &[u8]) -> Option<Action> {
+        // A CR or other control character inside a command is never legitimate; refusing it
+        // here keeps it out of every later step (RFC 5321 2.3.8, 4.1.1).
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.iter().any(|&byte| byte.is_ascii_control()) {
+            self.error(500, "5.5.2", "Control characters are not allowed in commands");
+            return None;
+        }
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request,
             Err(error) => {
@@ -20,8 +30,14 @@ impl Session {
         match request {
             Request::Ehlo { host } => self.hello(&host, true),
             Request::Helo { host } => self.hello(&host, false),
-            Request::Mail { from } => self.mail(from),
-            Request::Rcpt { to } => self.rcpt(to),
+            Request::Mail { from } => match esmtp::mail_parameters(line) {
+                Ok(parameters) => self.mail(from, parameters),
+                Err(error) => self.parameter_error(&error),
+            },
+            Request::Rcpt { to } => match esmtp::rcpt_parameters(line) {
+                Ok(parameters) => self.rcpt(to, parameters),
+                Err(error) => self.parameter_error(&error),
+            },
             Request::Data => self.data(),
             Request::Bdat { chunk_size, is_last } => self.bdat(chunk_size, is_last),
             Request::Auth { mechanism, initial_response } => return self.auth(mechanism, &initial_response),
@@ -63,8 +79,18 @@ impl Session {
         }
     }
 
+    fn parameter_error(&mut self, error: &ParameterError) {
+        let (code, enhanced, text) = error.reply();
+        self.error(code, enhanced, &text);
+    }
+
     fn hello(&mut self, host: &str, extended: bool) {
-        let host: String = host.chars().filter(|c| !c.is_control() && *c != ' ').take(255).collect();
+        // The name goes into `Received:` and logs: printable ASCII only, as Postfix keeps it.
+        let host: String = host
+            .chars()
+            .take(255)
+            .map(|c| if c.is_ascii_graphic() && c != '(' && c != ')' { c } else { '?' })
+            .collect();
         self.envelope = None;
         self.reset_bdat();
         self.esmtp = extended;
@@ -93,7 +119,7 @@ impl Session {
         self.helo = Some(host);
     }
 
-    fn mail(&mut self, from: MailFrom<std::borrow::Cow<'_, str>>) {
+    fn mail(&mut self, from: MailFrom<std::borrow::Cow<'_, str>>, parameters: MailParameters) {
         if self.helo.is_none() {
             return self.error(503, "5.5.1", "Send EHLO or HELO first");
         }
@@ -106,11 +132,18 @@ impl Session {
             }
             return self.error(530, "5.7.0", "Authentication required");
         }
-        if from.size > self.policy.max_message_size {
+        // A suspension applied by reload reaches sessions that authenticated before it: 550
+        // (permanent, the transaction is refused) with the RFC 7372 account-disabled detail.
+        if let Some(login) = &self.authenticated
+            && self.policy.limits.is_suspended(login)
+        {
+            return self.error(550, "5.7.13", &format!("Account {login} suspended; contact the postmaster"));
+        }
+        if parameters.size.is_some_and(|size| size > self.policy.max_message_size as u64) {
             let limit = self.policy.max_message_size;
             return self.error(552, "5.3.4", &format!("Message too big (limit {limit} bytes)"));
         }
-        let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
+        let smtputf8 = parameters.smtputf8;
         let sender = if from.address.is_empty() {
             None
         } else {
@@ -122,6 +155,16 @@ impl Session {
                 Err(_) => return self.error(553, "5.1.7", "Bad sender address syntax"),
             }
         };
+        // Mail from the world may not claim a local domain's sender: only its own users (AUTH)
+        // and trusted networks may (Postfix's reject_unauthenticated_sender_login_mismatch).
+        let outsider = self.authenticated.is_none() && !self.policy.may_relay_without_auth(self.peer);
+        if outsider && sender.as_ref().is_some_and(|address| self.policy.is_local_domain(address.domain())) {
+            return self.error(
+                550,
+                "5.7.1",
+                "Sender address rejected: a local domain's sender must authenticate (submission port 587)",
+            );
+        }
         if let Some(login) = &self.authenticated {
             let allowed = self.policy.users.get(login).map(Vec::as_slice).unwrap_or_default();
             let permitted = sender.as_ref().is_some_and(|address| may_send_as(allowed, &address.canonical()));
@@ -130,18 +173,25 @@ impl Session {
                 return self.error(550, "5.7.1", &format!("{login} may not send as {shown}"));
             }
         }
+        // Counted only now, once the transaction would be accepted. 450 (temporary, the client
+        // queues and retries) with X.7.28, which RFC 7372 registers for mail floods and large
+        // providers use for rate limits; Postfix answers its anvil limits with a 4.7.x too.
+        let subject = self.policy.limit_subject(self.authenticated.as_deref(), self.peer);
+        if let Admission::Limited { limit, .. } = self.policy.limits.take(subject, Kind::Messages) {
+            return self.error(450, "4.7.28", &format!("Too many messages this hour (limit {limit}); try again later"));
+        }
         self.envelope = Some(Envelope {
             sender,
             recipients: Vec::new(),
-            return_full: from.flags & smtp_proto::MAIL_RET_FULL != 0,
-            envelope_id: from.env_id.map(|id| id.into_owned()),
-            eight_bit: from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0,
+            return_full: parameters.return_full == Some(true),
+            envelope_id: parameters.envelope_id,
+            eight_bit: parameters.body == BodyType::EightBitMime,
             smtputf8,
         });
         self.reply(250, "2.1.0", "Ok");
     }
 
-    fn rcpt(&mut self, to: RcptTo<std::borrow::Cow<'_, str>>) {
+    fn rcpt(&mut self, to: RcptTo<std::borrow::Cow<'_, str>>, parameters: RcptParameters) {
         let Some(envelope) = &self.envelope else {
             return self.error(503, "5.5.1", "Need MAIL before RCPT");
         };
@@ -170,13 +220,18 @@ impl Session {
             let domain = address.domain().to_owned();
             return self.error(554, "5.7.1", &format!("Relay access denied: {domain} is not a local domain"));
         }
-        let recipient = Recipient { address, notify: to.flags, original: to.orcpt.map(|text| text.into_owned()) };
-        if let Some(envelope) = &mut self.envelope
-            && !envelope.recipients.iter().any(|known| known.address == recipient.address)
-        {
-            envelope.recipients.push(recipient);
+        // 452 as RFC 5321 4.5.3.1.10 says for too many recipients: the client keeps the
+        // recipients already accepted, sends to them and retries the rest later.
+        let subject = self.policy.limit_subject(self.authenticated.as_deref(), self.peer);
+        if let Admission::Limited { limit, .. } = self.policy.limits.take(subject, Kind::Recipients) {
+            return self.error(
+                452,
+                "4.7.28",
+                &format!("Too many recipients this hour (limit {limit}); try again later"),
+            );
         }
-        self.reply(250, "2.1.5", "Ok");
+        let recipient = Recipient { address, notify: parameters.notify, original: parameters.original };
+        self.accept_recipient(recipient, trusted);
     }
 
     /// `RCPT TO:<postmaster>` (RFC 5321 4.5.1) goes to the first local domain's postmaster.

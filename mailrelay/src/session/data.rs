@@ -5,6 +5,8 @@
 //! pair marks the message as malformed, so it is refused as a whole instead of being relayed to a
 //! server that might read `<LF>.<LF>` as the end. BDAT chunks get the same bare CR/LF check.
 
+use super::memory::Reservation;
+
 /// Incremental reader of one `DATA` body.
 #[derive(Debug)]
 pub struct DataReader {
@@ -13,6 +15,7 @@ pub struct DataReader {
     at_line_start: bool,
     oversized: bool,
     bare_line_ending: bool,
+    out_of_memory: bool,
 }
 
 /// What the reader knows after a chunk of input.
@@ -30,6 +33,8 @@ pub struct Body {
     pub bytes: Vec<u8>,
     pub oversized: bool,
     pub bare_line_ending: bool,
+    /// The shared memory budget had no room for it (the client should retry later).
+    pub out_of_memory: bool,
 }
 
 /// Partial lines longer than this are stored before their CRLF arrives, bounding the buffer.
@@ -37,12 +42,20 @@ const PARTIAL_LINE_FLUSH: usize = 64 * 1024;
 
 impl DataReader {
     pub fn new(limit: usize) -> Self {
-        Self { body: Vec::new(), limit, at_line_start: true, oversized: false, bare_line_ending: false }
+        Self {
+            body: Vec::new(),
+            limit,
+            at_line_start: true,
+            oversized: false,
+            bare_line_ending: false,
+            out_of_memory: false,
+        }
     }
 
     /// Consumes complete lines from `input`. Returns how far it got; a trailing partial line is
-    /// left in `input` for the next call unless it grew past [`PARTIAL_LINE_FLUSH`].
-    pub fn ingest(&mut self, input: &[u8]) -> (DataProgress, usize) {
+    /// left in `input` for the next call unless it grew past [`PARTIAL_LINE_FLUSH`]. The body's
+    /// memory is taken from `memory`.
+    pub fn ingest(&mut self, input: &[u8], memory: &mut Reservation) -> (DataProgress, usize) {
         let mut position = 0;
         while let Some(offset) = find_crlf(&input[position..]) {
             let line = &input[position..position + offset];
@@ -50,24 +63,29 @@ impl DataReader {
             if self.at_line_start && line == b"." {
                 return (DataProgress::Complete { consumed: position }, position);
             }
-            self.push(line, true);
+            self.push(line, true, memory);
         }
         let rest = &input[position..];
         if rest.len() > PARTIAL_LINE_FLUSH {
             // Keep a final CR: it may be the first half of the line's CRLF.
             let keep = usize::from(rest.last() == Some(&b'\r'));
             let flushed = rest.len() - keep;
-            self.push(&rest[..flushed], false);
+            self.push(&rest[..flushed], false, memory);
             position += flushed;
         }
         (DataProgress::NeedMore, position)
     }
 
     pub fn finish(self) -> Body {
-        Body { bytes: self.body, oversized: self.oversized, bare_line_ending: self.bare_line_ending }
+        Body {
+            bytes: self.body,
+            oversized: self.oversized,
+            bare_line_ending: self.bare_line_ending,
+            out_of_memory: self.out_of_memory,
+        }
     }
 
-    fn push(&mut self, segment: &[u8], ends_line: bool) {
+    fn push(&mut self, segment: &[u8], ends_line: bool, memory: &mut Reservation) {
         let content = if self.at_line_start && segment.first() == Some(&b'.') { &segment[1..] } else { segment };
         if content.iter().any(|&byte| byte == b'\r' || byte == b'\n') {
             self.bare_line_ending = true;
@@ -75,13 +93,24 @@ impl DataReader {
         let added = content.len() + if ends_line { 2 } else { 0 };
         if self.body.len() + added > self.limit {
             self.oversized = true;
-        } else if !self.oversized {
-            self.body.extend_from_slice(content);
-            if ends_line {
-                self.body.extend_from_slice(b"\r\n");
+            self.drop_body(memory);
+        } else if !self.oversized && !self.out_of_memory {
+            let stored = memory.append(&mut self.body, content, self.limit)
+                && (!ends_line || memory.append(&mut self.body, b"\r\n", self.limit));
+            if !stored {
+                self.out_of_memory = true;
+                self.drop_body(memory);
             }
         }
         self.at_line_start = ends_line;
+    }
+}
+
+impl DataReader {
+    /// The message will be refused: keep reading to its end, holding nothing.
+    fn drop_body(&mut self, memory: &mut Reservation) {
+        self.body = Vec::new();
+        memory.release();
     }
 }
 
@@ -114,11 +143,16 @@ pub fn find_crlf(haystack: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::memory::MemoryBudget;
     use super::*;
+
+    fn memory() -> Reservation {
+        Reservation::new(MemoryBudget::new(usize::MAX))
+    }
 
     fn read_all(input: &[u8]) -> (Body, usize) {
         let mut reader = DataReader::new(1 << 20);
-        let (progress, _) = reader.ingest(input);
+        let (progress, _) = reader.ingest(input, &mut memory());
         let DataProgress::Complete { consumed } = progress else { panic!("no end marker in {input:?}") };
         (reader.finish(), consumed)
     }
@@ -148,9 +182,10 @@ mod tests {
         let mut reader = DataReader::new(1 << 20);
         let mut buffer = Vec::new();
         let mut done = false;
+        let mut memory = memory();
         for &byte in input {
             buffer.push(byte);
-            let (progress, consumed) = reader.ingest(&buffer);
+            let (progress, consumed) = reader.ingest(&buffer, &mut memory);
             buffer.drain(..consumed);
             if progress != DataProgress::NeedMore {
                 done = true;
@@ -163,8 +198,8 @@ mod tests {
     #[test]
     fn oversized_bodies_are_flagged_not_stored() {
         let mut reader = DataReader::new(10);
-        reader.ingest(b"0123456789abcdef\r\n");
-        let (progress, _) = reader.ingest(b".\r\n");
+        reader.ingest(b"0123456789abcdef\r\n", &mut memory());
+        let (progress, _) = reader.ingest(b".\r\n", &mut memory());
         assert_eq!(progress, DataProgress::Complete { consumed: 3 });
         let body = reader.finish();
         assert!(body.oversized);
@@ -175,10 +210,23 @@ mod tests {
     fn long_lines_are_flushed_in_parts() {
         let mut reader = DataReader::new(1 << 20);
         let long = vec![b'a'; PARTIAL_LINE_FLUSH + 10];
-        let (_, consumed) = reader.ingest(&long);
+        let mut memory = memory();
+        let (_, consumed) = reader.ingest(&long, &mut memory);
         assert_eq!(consumed, long.len());
-        reader.ingest(b"\r\n.\r\n");
+        reader.ingest(b"\r\n.\r\n", &mut memory);
         assert_eq!(reader.finish().bytes.len(), long.len() + 2);
+    }
+
+    #[test]
+    fn a_full_budget_reads_to_the_end_and_holds_nothing() {
+        let budget = MemoryBudget::new(100);
+        let mut memory = Reservation::new(budget.clone());
+        let mut reader = DataReader::new(1 << 20);
+        let (progress, _) = reader.ingest(&[b"x".repeat(300).as_slice(), b"\r\n.\r\n"].concat(), &mut memory);
+        assert_eq!(progress, DataProgress::Complete { consumed: 305 });
+        let body = reader.finish();
+        assert!(body.out_of_memory && !body.oversized && body.bytes.is_empty());
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

@@ -6,14 +6,18 @@
 
 mod commands;
 pub mod data;
+pub mod memory;
 pub mod policy;
+mod recipients;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::address::Address;
+use crate::esmtp::{EnvelopeId, OriginalRecipient};
 use data::{DataProgress, DataReader};
-pub use policy::{Listener, Policy};
+use memory::Reservation;
+pub use policy::{Listener, Policy, Recipients};
 
 /// Longest command line accepted (RFC 5321 asks for 512; extensions make lines longer).
 pub const MAX_COMMAND_LINE: usize = 4096;
@@ -33,7 +37,7 @@ pub struct Recipient {
     pub address: Address,
     /// smtp-proto's `RCPT_NOTIFY_*` bits; 0 when the client sent no NOTIFY.
     pub notify: u64,
-    pub original: Option<String>,
+    pub original: Option<OriginalRecipient>,
 }
 
 /// The envelope of one message.
@@ -44,7 +48,7 @@ pub struct Envelope {
     pub recipients: Vec<Recipient>,
     /// DSN `RET=FULL` (else headers only).
     pub return_full: bool,
-    pub envelope_id: Option<String>,
+    pub envelope_id: Option<EnvelopeId>,
     pub eight_bit: bool,
     pub smtputf8: bool,
 }
@@ -76,6 +80,20 @@ pub enum AuthOutcome {
     Rejected,
     /// Too many failures from this client address recently.
     RateLimited,
+    /// The server is checking too many passwords at once; the client may retry.
+    Busy,
+    /// The password matched but the operator suspended the account (`suspended = true`).
+    Suspended,
+}
+
+/// Whether a local recipient exists, as its mailbox server (or the cache) says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientStatus {
+    Exists,
+    /// Refused by the mailbox server: `550 5.1.1`.
+    Unknown,
+    /// The mailbox server could not be asked now: `450 4.1.1`, the client retries.
+    Unverified,
 }
 
 /// What the driver must do next. Output bytes are always taken with [`Session::take_output`].
@@ -90,6 +108,9 @@ pub enum Action {
     Authenticate { login: String, password: String },
     /// Store the message durably, then call [`Session::enqueue_result`].
     Enqueue(Box<Incoming>),
+    /// Find out whether this local recipient exists, then call
+    /// [`Session::verification_result`].
+    VerifyRecipient(Address),
     /// Write the output and close the connection.
     Close,
 }
@@ -110,6 +131,8 @@ enum State {
         last: bool,
         discard: bool,
     },
+    /// A `RCPT` waits for its recipient check ([`Session::pending_recipient`]).
+    VerifyRecipient,
     WaitingForDriver,
     Closed,
 }
@@ -126,10 +149,16 @@ pub struct Session {
     esmtp: bool,
     authenticated: Option<String>,
     envelope: Option<Envelope>,
+    /// The recipient of a `RCPT` whose check the driver is doing.
+    pending_recipient: Option<Recipient>,
     bdat_body: Vec<u8>,
     bdat_oversized: bool,
     bdat_bare: bool,
     bdat_previous_cr: bool,
+    bdat_out_of_memory: bool,
+    /// What this session's message buffer holds from the relay-wide memory budget, kept
+    /// until the message is stored or refused.
+    memory: Reservation,
     state: State,
     input: Vec<u8>,
     output: Vec<u8>,
@@ -146,7 +175,7 @@ impl Session {
         tls_available: bool,
     ) -> Self {
         let mut session = Self {
-            policy,
+            policy: policy.clone(),
             listener,
             peer,
             tls,
@@ -155,10 +184,13 @@ impl Session {
             esmtp: false,
             authenticated: None,
             envelope: None,
+            pending_recipient: None,
             bdat_body: Vec::new(),
             bdat_oversized: false,
             bdat_bare: false,
             bdat_previous_cr: false,
+            bdat_out_of_memory: false,
+            memory: Reservation::new(policy.memory.clone()),
             state: State::Command,
             input: Vec::new(),
             output: Vec::new(),
@@ -203,6 +235,13 @@ impl Session {
                     self.state = State::WaitingForDriver;
                     return Action::NeedInput;
                 }
+                State::VerifyRecipient => match &self.pending_recipient {
+                    Some(recipient) => return Action::VerifyRecipient(recipient.address.clone()),
+                    None => {
+                        self.state = State::Command;
+                        None
+                    }
+                },
                 State::Data(reader) => self.advance_data(reader),
                 State::Bdat { remaining, last, discard } => self.advance_bdat(remaining, last, discard),
                 State::DiscardLine => match self.input.iter().position(|&byte| byte == b'\n') {
@@ -248,18 +287,32 @@ impl Session {
                 self.reply(454, "4.7.0", "Too many failed authentications from your address; try again later");
                 self.state = State::Closed;
             }
+            AuthOutcome::Busy => self.error(454, "4.7.0", "Temporary authentication failure; try again later"),
+            // RFC 7372 3.2 registers X.7.13 "User Account Disabled" with basic code 525 for
+            // exactly this (after a successful authentication); 535 5.7.8 would tell the user
+            // to fix a password that is right.
+            AuthOutcome::Suspended => self.error(525, "5.7.13", "Account suspended; contact the postmaster"),
         }
     }
 
     /// The driver stored the message (`Ok(queue id)`) or could not (`Err(reason)`, a 451).
     pub fn enqueue_result(&mut self, result: Result<String, String>) {
         self.state = State::Command;
+        self.memory.release();
         match result {
             Ok(id) => self.reply(250, "2.0.0", &format!("Ok: queued as {id}")),
             Err(reason) => {
                 self.error(451, "4.3.0", &format!("Local error storing the message ({reason}); try again later"))
             }
         }
+    }
+
+    /// The driver refused the message after reading it (a sender check): `code` is 4xx or
+    /// 5xx, `text` printable ASCII.
+    pub fn refuse_message(&mut self, code: u16, enhanced: &str, text: &str) {
+        self.state = State::Command;
+        self.memory.release();
+        self.error(code, enhanced, text);
     }
 
     /// The client said nothing for too long.
@@ -307,7 +360,7 @@ impl Session {
     }
 
     fn advance_data(&mut self, mut reader: DataReader) -> Option<Action> {
-        let (progress, consumed) = reader.ingest(&self.input);
+        let (progress, consumed) = reader.ingest(&self.input, &mut self.memory);
         self.input.drain(..consumed);
         match progress {
             DataProgress::NeedMore => {
@@ -316,7 +369,7 @@ impl Session {
             }
             DataProgress::Complete { .. } => {
                 let body = reader.finish();
-                self.finish_message(body.bytes, body.oversized, body.bare_line_ending)
+                self.finish_message(body.bytes, body.oversized, body.bare_line_ending, body.out_of_memory)
             }
         }
     }
@@ -329,11 +382,18 @@ impl Session {
             if data::has_bare_line_ending(&chunk, &mut self.bdat_previous_cr) {
                 self.bdat_bare = true;
             }
-            if self.bdat_body.len() + chunk.len() > self.policy.max_message_size {
+            let limit = self.policy.max_message_size;
+            if self.bdat_body.len() + chunk.len() > limit {
                 self.bdat_oversized = true;
                 self.bdat_body = Vec::new();
-            } else if !self.bdat_oversized {
-                self.bdat_body.extend_from_slice(&chunk);
+                self.memory.release();
+            } else if !self.bdat_oversized
+                && !self.bdat_out_of_memory
+                && !self.memory.append(&mut self.bdat_body, &chunk, limit)
+            {
+                self.bdat_out_of_memory = true;
+                self.bdat_body = Vec::new();
+                self.memory.release();
             }
         }
         if remaining > 0 {
@@ -351,13 +411,41 @@ impl Session {
             return None;
         }
         let body = std::mem::take(&mut self.bdat_body);
-        let (oversized, bare) = (self.bdat_oversized, self.bdat_bare);
-        self.finish_message(body, oversized, bare)
+        // A CR that ends the last chunk has no LF after it: a bare CR, like inside a chunk.
+        let bare = self.bdat_bare || self.bdat_previous_cr;
+        let (oversized, out_of_memory) = (self.bdat_oversized, self.bdat_out_of_memory);
+        self.finish_message(body, oversized, bare, out_of_memory)
     }
 
-    fn finish_message(&mut self, content: Vec<u8>, oversized: bool, bare_line_ending: bool) -> Option<Action> {
+    /// The content's memory stays reserved only while the driver stores it.
+    fn finish_message(
+        &mut self,
+        content: Vec<u8>,
+        oversized: bool,
+        bare_line_ending: bool,
+        out_of_memory: bool,
+    ) -> Option<Action> {
+        let action = self.check_message(content, oversized, bare_line_ending, out_of_memory);
+        if !matches!(action, Some(Action::Enqueue(_))) {
+            self.memory.release();
+        }
+        action
+    }
+
+    fn check_message(
+        &mut self,
+        content: Vec<u8>,
+        oversized: bool,
+        bare_line_ending: bool,
+        out_of_memory: bool,
+    ) -> Option<Action> {
         self.state = State::Command;
         self.reset_bdat();
+        if out_of_memory && !oversized {
+            self.envelope = None;
+            self.error(452, "4.3.1", "Insufficient system storage for the message now; try again later");
+            return None;
+        }
         let Some(envelope) = self.envelope.take() else {
             self.error(503, "5.5.1", "No transaction in progress");
             return None;
@@ -371,13 +459,21 @@ impl Session {
             self.error(550, "5.6.0", "Message contains a bare CR or LF (lines must end with CRLF); not accepted");
             return None;
         }
+        let originators = match crate::message::originators(&content) {
+            Ok(originators) => originators,
+            Err(problem) => {
+                self.error(550, "5.6.0", problem.text());
+                return None;
+            }
+        };
         if let Some(login) = &self.authenticated {
             let allowed = self.policy.users.get(login).map(Vec::as_slice).unwrap_or_default();
-            if let Some(address) = crate::message::from_addresses(&content)
-                .into_iter()
-                .find(|address| !crate::address::may_send_as(allowed, address))
+            let fields = originators.from.iter().map(|address| (address, "From:"));
+            if let Some((address, field)) = fields
+                .chain(originators.sender.iter().map(|address| (address, "Sender:")))
+                .find(|(address, _)| !crate::address::may_send_as(allowed, address))
             {
-                self.error(550, "5.7.1", &format!("You may not send as {address} (From: header)"));
+                self.error(550, "5.7.1", &format!("You may not send as {address} ({field} header)"));
                 return None;
             }
         }
@@ -394,7 +490,12 @@ impl Session {
     }
 
     fn reset_bdat(&mut self) {
+        if self.bdat_body.capacity() > 0 {
+            // A BDAT body is dropped half-way (RSET, EHLO): so is its memory.
+            self.memory.release();
+        }
         self.bdat_body = Vec::new();
+        self.bdat_out_of_memory = false;
         self.bdat_oversized = false;
         self.bdat_bare = false;
         self.bdat_previous_cr = false;
@@ -405,7 +506,7 @@ impl Session {
         let lines: Vec<&str> = text.split('\n').collect();
         for (index, line) in lines.iter().enumerate() {
             let separator = if index + 1 == lines.len() { ' ' } else { '-' };
-            let line = line.replace(['\r', '\n'], "");
+            let line: String = line.chars().map(|c| if c.is_control() { '?' } else { c }).collect();
             if enhanced.is_empty() {
                 self.output.extend_from_slice(format!("{code}{separator}{line}\r\n").as_bytes());
             } else {

@@ -18,6 +18,10 @@ fn policy() -> Arc<Policy> {
             "vanthu@ninhthuan.gov.vn".to_owned(),
             vec!["vanthu@ninhthuan.gov.vn".to_owned(), "ubnd@ninhthuan.gov.vn".to_owned()],
         )]),
+        max_connections_per_client: 50,
+        memory: memory::MemoryBudget::new(usize::MAX),
+        limits: Arc::new(crate::limits::Limits::with_clock(Box::new(std::time::Instant::now))),
+        recipients: HashMap::new(),
     })
 }
 
@@ -42,6 +46,15 @@ fn run(session: &mut Session, input: &str) -> (String, Vec<Incoming>) {
                 stored.push(*incoming);
                 session.enqueue_result(Ok("Q1".into()));
             }
+            // The mailbox server (a stand-in): "khong..." does not exist, "cham..." cannot be asked.
+            Action::VerifyRecipient(address) => {
+                let status = match address.local() {
+                    local if local.starts_with("khong") => RecipientStatus::Unknown,
+                    local if local.starts_with("cham") => RecipientStatus::Unverified,
+                    _ => RecipientStatus::Exists,
+                };
+                session.verification_result(status);
+            }
         }
     }
     (String::from_utf8(session.take_output()).unwrap(), stored)
@@ -62,14 +75,14 @@ fn pipelined_transaction_to_a_local_domain() {
     let mut session = mx(STRANGER);
     let (replies, stored) = run(
         &mut session,
-        "EHLO client.example\r\nMAIL FROM:<a@example.org> BODY=8BITMIME\r\nRCPT TO:<VanThu@NinhThuan.Gov.VN.>\r\nDATA\r\nSubject: Giấy mời họp\r\n\r\nKính gửi\r\n.\r\nQUIT\r\n",
+        "EHLO client.example\r\nMAIL FROM:<a@example.org> BODY=8BITMIME\r\nRCPT TO:<VanThu@NinhThuan.Gov.VN.>\r\nDATA\r\nFrom: <a@example.org>\r\nSubject: Giấy mời họp\r\n\r\nKính gửi\r\n.\r\nQUIT\r\n",
     );
     assert_eq!(codes(&replies), ["250", "250", "250", "354", "250", "221"]);
     assert!(replies.contains("STARTTLS") && !replies.contains("AUTH"), "{replies}");
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].envelope.recipients[0].address.domain(), "ninhthuan.gov.vn");
     assert!(stored[0].envelope.eight_bit);
-    assert_eq!(stored[0].content, "Subject: Giấy mời họp\r\n\r\nKính gửi\r\n".as_bytes());
+    assert_eq!(stored[0].content, "From: <a@example.org>\r\nSubject: Giấy mời họp\r\n\r\nKính gửi\r\n".as_bytes());
 }
 
 #[test]
@@ -208,10 +221,10 @@ fn bdat_chunks() {
     let mut session = mx(STRANGER);
     let (replies, stored) = run(
         &mut session,
-        "EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<a@ninhthuan.gov.vn>\r\nBDAT 9\r\nSubject: BDAT 5 LAST\r\nhelloQUIT\r\n",
+        "EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<a@ninhthuan.gov.vn>\r\nBDAT 32\r\nFrom: <a@example.org>\r\nSubject: BDAT 5 LAST\r\nhelloQUIT\r\n",
     );
     assert_eq!(codes(&replies), ["250", "250", "250", "250", "250", "221"], "{replies}");
-    assert_eq!(stored[0].content, b"Subject: hello");
+    assert_eq!(stored[0].content, b"From: <a@example.org>\r\nSubject: hello");
 }
 
 #[test]
@@ -267,9 +280,124 @@ fn random_input_never_panics() {
                     Action::NeedInput | Action::Close | Action::StartTls => break,
                     Action::Authenticate { login, .. } => session.authentication_result(&login, AuthOutcome::Rejected),
                     Action::Enqueue(_) => session.enqueue_result(Ok("Q".into())),
+                    Action::VerifyRecipient(_) => session.verification_result(RecipientStatus::Unknown),
                 }
             }
             session.take_output();
         }
     }
+}
+
+fn checking(recipients: Recipients) -> Session {
+    let mut policy = (*policy()).clone();
+    policy.recipients = HashMap::from([("ninhthuan.gov.vn".to_owned(), recipients)]);
+    let mut session = Session::new(Arc::new(policy), Listener::Mx, STRANGER.parse().unwrap(), None, true);
+    session.take_output();
+    session
+}
+
+#[test]
+fn local_recipients_of_strangers_are_probed() {
+    let mut session = checking(Recipients::Probe);
+    let script = "EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<vanthu@ninhthuan.gov.vn>\r\n\
+        RCPT TO:<khongco@ninhthuan.gov.vn>\r\nRCPT TO:<cham@ninhthuan.gov.vn>\r\nDATA\r\nFrom: <a@example.org>\r\n\r\nx\r\n.\r\n";
+    let (replies, stored) = run(&mut session, script);
+    assert_eq!(codes(&replies), ["250", "250", "250", "550", "450", "354", "250"], "{replies}");
+    assert!(replies.contains("550 5.1.1 <khongco@ninhthuan.gov.vn>: Recipient address rejected: User unknown"));
+    assert!(replies.contains("450 4.1.1 "));
+    assert_eq!(stored[0].envelope.recipients.len(), 1);
+}
+
+#[test]
+fn trusted_clients_are_not_probed_and_lists_need_no_probe() {
+    let mut policy = (*policy()).clone();
+    policy.recipients = HashMap::from([("ninhthuan.gov.vn".to_owned(), Recipients::Probe)]);
+    let mut session = Session::new(Arc::new(policy), Listener::Mx, "10.20.0.20".parse().unwrap(), None, true);
+    let (replies, _) =
+        run(&mut session, "EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<khongco@ninhthuan.gov.vn>\r\n");
+    assert!(replies.ends_with("250 2.1.5 Ok\r\n"), "{replies}");
+
+    let mut session = checking(Recipients::Listed(HashSet::from(["vanthu".to_owned()])));
+    session.receive(b"EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<VanThu@ninhthuan.gov.vn>\r\nRCPT TO:<khongco@ninhthuan.gov.vn>\r\nRCPT TO:<postmaster@ninhthuan.gov.vn>\r\n");
+    assert!(matches!(session.advance(), Action::NeedInput), "a list needs no driver round trip");
+    let replies = String::from_utf8(session.take_output()).unwrap();
+    assert_eq!(codes(&replies), ["250", "250", "250", "550", "250"], "{replies}");
+}
+
+#[test]
+fn message_data_beyond_the_memory_budget_is_refused_with_452_and_given_back() {
+    let mut policy = (*policy()).clone();
+    let budget = memory::MemoryBudget::new(300);
+    policy.memory = budget.clone();
+    let mut session = Session::new(Arc::new(policy), Listener::Mx, STRANGER.parse().unwrap(), None, true);
+    session.take_output();
+    let body = "x".repeat(400);
+    let script = format!(
+        "EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<vanthu@ninhthuan.gov.vn>\r\nDATA\r\n{body}\r\n.\r\n\
+         MAIL FROM:<a@example.org>\r\nRCPT TO:<vanthu@ninhthuan.gov.vn>\r\nBDAT 200\r\n{chunk}BDAT 200 LAST\r\n{chunk}\
+         MAIL FROM:<a@example.org>\r\nRCPT TO:<vanthu@ninhthuan.gov.vn>\r\nDATA\r\nFrom: <a@example.org>\r\n\r\nsmall\r\n.\r\n",
+        chunk = "y".repeat(200)
+    );
+    let (replies, stored) = run(&mut session, &script);
+    assert_eq!(
+        codes(&replies),
+        ["250", "250", "250", "354", "452", "250", "250", "250", "452", "250", "250", "354", "250"],
+        "{replies}"
+    );
+    assert_eq!(stored.len(), 1);
+    assert_eq!(budget.used(), 0);
+}
+
+/// A policy whose limits run on a virtual clock the test moves.
+fn limited(client: lienthong_config::HourlyLimits) -> (Arc<Policy>, Arc<std::sync::Mutex<std::time::Instant>>) {
+    let now = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+    let clock = now.clone();
+    let limits = crate::limits::Limits::with_clock(Box::new(move || *clock.lock().unwrap()));
+    let user = lienthong_config::HourlyLimits { messages: 1, recipients: 10 };
+    limits.configure([("vanthu@ninhthuan.gov.vn".to_owned(), user, false)], client);
+    let mut policy = (*policy()).clone();
+    policy.limits = Arc::new(limits);
+    (Arc::new(policy), now)
+}
+
+#[test]
+fn hourly_limits_per_client_on_a_virtual_clock() {
+    let (policy, now) = limited(lienthong_config::HourlyLimits { messages: 2, recipients: 3 });
+    let transaction =
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<vanthu@ninhthuan.gov.vn>\r\nRCPT TO:<ubnd@ninhthuan.gov.vn>\r\nRSET\r\n";
+    let mut stranger = Session::new(policy.clone(), Listener::Mx, STRANGER.parse().unwrap(), None, true);
+    let (replies, _) = run(&mut stranger, &format!("EHLO x\r\n{transaction}{transaction}{transaction}"));
+    // Recipients: 3 of 4 accepted, the 4th "452 4.7.28"; the third MAIL "450 4.7.28".
+    assert_eq!(
+        codes(&replies),
+        ["220", "250", "250", "250", "250", "250", "250", "250", "452", "250", "450", "503", "503", "250"]
+    );
+    assert!(replies.contains("452 4.7.28") && replies.contains("450 4.7.28"), "{replies}");
+    // relay_from is exempt, another client has its own counters.
+    let mut trusted = Session::new(policy.clone(), Listener::Mx, "10.20.0.20".parse().unwrap(), None, true);
+    let (replies, _) = run(&mut trusted, &format!("EHLO x\r\n{transaction}{transaction}{transaction}"));
+    assert!(!replies.contains("4.7.28"), "{replies}");
+    let mut other = Session::new(policy.clone(), Listener::Mx, "198.51.100.7".parse().unwrap(), None, true);
+    assert!(!run(&mut other, &format!("EHLO x\r\n{transaction}")).0.contains("4.7.28"));
+    // Two hours later the client starts afresh.
+    *now.lock().unwrap() += std::time::Duration::from_secs(2 * 3600);
+    let (replies, _) = run(&mut stranger, transaction);
+    assert_eq!(codes(&replies), ["250", "250", "250", "250"]);
+}
+
+#[test]
+fn suspension_reaches_an_authenticated_session_and_user_limits_apply() {
+    let (policy, _now) = limited(lienthong_config::HourlyLimits::CLIENT_DEFAULT);
+    let mut session = Session::new(policy.clone(), Listener::Submission, STRANGER.parse().unwrap(), Some(tls()), true);
+    let login = plain("vanthu@ninhthuan.gov.vn", "dung");
+    let mail = "MAIL FROM:<vanthu@ninhthuan.gov.vn>\r\nRSET\r\n";
+    let (replies, _) = run(&mut session, &format!("EHLO x\r\nAUTH PLAIN {login}\r\n{mail}{mail}"));
+    assert_eq!(codes(&replies), ["220", "250", "235", "250", "250", "450", "250"]);
+    let user = lienthong_config::HourlyLimits { messages: 1, recipients: 10 };
+    let client = lienthong_config::HourlyLimits::CLIENT_DEFAULT;
+    policy.limits.configure([("vanthu@ninhthuan.gov.vn".to_owned(), user, true)], client);
+    let (replies, _) = run(&mut session, mail);
+    assert!(replies.starts_with("550 5.7.13"), "{replies}");
+    session.authentication_result("vanthu@ninhthuan.gov.vn", AuthOutcome::Suspended);
+    assert!(String::from_utf8(session.take_output()).unwrap().starts_with("525 5.7.13"));
 }

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod capture;
+pub mod tls_client;
+
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,8 +24,25 @@ pub struct Ports {
     pub submissions: u16,
 }
 
+/// A port free for TCP and UDP on 127.0.0.1, outside the kernel's ephemeral range (Linux:
+/// 32768-60999). A port the kernel handed out for `:0` can be taken again, before the test
+/// binds it, as the local port of any outgoing connection (a relay's delivery, a client);
+/// these ports are never handed out that way. Each is given once per process, from an offset
+/// by PID, and checked free by binding it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (n + std::process::id().wrapping_mul(613)) % COUNT) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if tcp.is_ok() && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 impl Ports {
@@ -58,6 +78,9 @@ mx_listen = "127.0.0.1:{mx}"
 submission_listen = "127.0.0.1:{submission}"
 submissions_listen = "127.0.0.1:{submissions}"
 max_message_size = 200000
+# Sender checks look up SPF/DKIM/DMARC in DNS; tests/sender_checks.rs runs them against its
+# own DNS server, the other tests have none.
+check_senders = false
 {extra_mail}
 [[mail.domain]]
 name = "ninhthuan.gov.vn"
@@ -84,6 +107,19 @@ give_up_after = "1d"
 
 pub fn config(state: &Path, ports: &Ports, sink: SocketAddr, extra_mail: &str) -> Arc<Config> {
     let text = config_text(state, ports, sink, extra_mail);
+    Arc::new(lienthong_config::parse(&text, "test.toml", state).unwrap_or_else(|errors| panic!("{errors}")))
+}
+
+/// Like [`config`], with the local domain's recipients given as a list (no verification
+/// probe reaches the sink), for tests about what happens after RCPT.
+#[allow(dead_code)]
+pub fn config_listing(state: &Path, ports: &Ports, sink: SocketAddr, extra_mail: &str, local: &[&str]) -> Arc<Config> {
+    let text = config_text(state, ports, sink, extra_mail);
+    let domain = format!("deliver_to = \"{sink}\"\n");
+    let quoted: Vec<String> = local.iter().map(|name| format!("\"{name}\"")).collect();
+    let listing = format!("{domain}verify_recipients = \"list\"\nrecipients = [{}]\n", quoted.join(", "));
+    assert!(text.contains(&domain));
+    let text = text.replacen(&domain, &listing, 1);
     Arc::new(lienthong_config::parse(&text, "test.toml", state).unwrap_or_else(|errors| panic!("{errors}")))
 }
 

@@ -29,7 +29,19 @@ fuzz_target!(|data: &[u8]| {
         let Ok(message) = parse_client_message(&line[first.len_utf8()..]) else { continue };
         let _ = match message {
             ClientMessage::Join { room, name, site, pin, resume, .. } => rooms
-                .join(now, id, JoinRequest { room, name, site, pin, resume, new_token: format!("t{step}") })
+                .join(
+                    now,
+                    id,
+                    JoinRequest {
+                        room,
+                        name,
+                        site,
+                        pin,
+                        resume,
+                        new_token: format!("t{step}"),
+                        ice_servers: Vec::new(),
+                    },
+                )
                 .unwrap_or_default(),
             ClientMessage::Leave {} => rooms.leave(now, id),
             ClientMessage::Media { microphone, camera, screen } => {
@@ -40,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
             ClientMessage::Remove { participant } => rooms.act(now, id, Action::Remove(participant)),
             ClientMessage::Lock { locked } => rooms.act(now, id, Action::Lock(locked)),
             ClientMessage::Spotlight { participant } => rooms.act(now, id, Action::Spotlight(participant)),
+            ClientMessage::Path { path } => rooms.act(now, id, Action::Path(path)),
             ClientMessage::Offer { .. } | ClientMessage::Answer { .. } => Vec::new(),
         };
         rooms.audio_level(now, id, (step % 128) as u8);

@@ -1,0 +1,105 @@
+//! Layer selection for every receiver, and telling publishers which of their camera's
+//! simulcast layers anyone receives (the others are paused in the browser).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use str0m::media::Mid;
+
+use super::Conference;
+use crate::forward::LayerId;
+use crate::layers::{Demand, Layer, Priority};
+use crate::protocol::{ParticipantId, ServerMessage};
+use crate::room::MediaSource;
+
+/// The estimate assumed towards a browser until str0m's BWE has one; BWE probes up from
+/// here (str0m is configured with the same starting rate).
+pub(crate) const INITIAL_ESTIMATE: u64 = 500_000;
+/// Microphones forwarded to each receiver: the loudest few, as Jitsi's bridge does. Three
+/// voices at once is already more than anyone follows in a meeting.
+pub(crate) const LOUDEST_AUDIO: usize = 3;
+/// How long the estimate must stay below (or back above) the lowest video layer before a
+/// browser is told it is in (or out of) audio-only mode.
+const AUDIO_ONLY_HOLD: Duration = Duration::from_secs(3);
+
+impl Conference {
+    /// Measures the publishers' layers, chooses every receiver's layers, and tells browsers
+    /// about audio-only mode and which camera layers to send.
+    pub(super) fn select_layers(&mut self, now: Instant) {
+        let mut published: HashMap<(ParticipantId, Mid), Vec<Layer>> = HashMap::new();
+        for (id, member) in &mut self.members {
+            let Some(peer) = member.peer.as_mut() else { continue };
+            peer.measure(now);
+            for (mid, _, layers) in peer.video_layers() {
+                published.insert((*id, mid), layers);
+            }
+        }
+        let mut notices = Vec::new();
+        let mut in_use: HashMap<(ParticipantId, Mid), Vec<LayerId>> = HashMap::new();
+        for (id, member) in &mut self.members {
+            let Some(peer) = member.peer.as_mut() else { continue };
+            let loudest = self.rooms.loudest(now, *id, LOUDEST_AUDIO);
+            let rooms = &self.rooms;
+            peer.select_audio(|origin| loudest.contains(&origin) || !rooms.sends_audio_levels(origin));
+            let layout = member.layout.as_ref();
+            let allocation = peer.select_layers(now, INITIAL_ESTIMATE, |origin, mid, source| {
+                let layers = published.get(&(origin, mid))?;
+                let position = |list: &[ParticipantId]| list.iter().position(|listed| *listed == origin);
+                let (priority, rank) = match (source, layout) {
+                    (MediaSource::Screen, _) | (_, None) => (Priority::High, 0),
+                    (_, Some(layout)) => match (position(&layout.high), position(&layout.low)) {
+                        (Some(rank), _) => (Priority::High, rank),
+                        (None, Some(rank)) => (Priority::Low, rank),
+                        (None, None) => (Priority::Off, 0),
+                    },
+                };
+                Some(Demand { priority, layers: layers.clone(), current: None, rank })
+            });
+            member.dirty = true;
+            tracing::debug!(
+                participant = id,
+                estimate = peer.estimate(),
+                used = allocation.used,
+                desired = allocation.desired,
+                floored = allocation.floored,
+                wants = ?allocation.wants,
+                "layers chosen"
+            );
+            // The mode changes only after the estimate held for a while: BWE dips at the
+            // start of a call and on short bursts of loss.
+            if allocation.audio_only == member.audio_only {
+                member.mode_change_since = None;
+            } else {
+                let since = *member.mode_change_since.get_or_insert(now);
+                if now.duration_since(since) >= AUDIO_ONLY_HOLD {
+                    member.audio_only = allocation.audio_only;
+                    member.mode_change_since = None;
+                    let kbps = peer.estimate().unwrap_or(INITIAL_ESTIMATE) / 1000;
+                    notices.push((*id, ServerMessage::Bandwidth { kbps, audio_only: allocation.audio_only }));
+                }
+            }
+            for (origin, mid, layer) in peer.layers_in_use() {
+                in_use.entry((origin, mid)).or_default().push(layer);
+            }
+        }
+        for (id, member) in &mut self.members {
+            let Some(peer) = member.peer.as_ref() else { continue };
+            let rids = peer.camera_rids();
+            let camera = peer.video_layers().into_iter().find(|(_, source, _)| *source == MediaSource::Camera);
+            let Some((mid, _, _)) = camera.filter(|_| !rids.is_empty()) else { continue };
+            let used = in_use.get(&(*id, mid));
+            let active: Vec<String> = rids
+                .iter()
+                .filter(|rid| used.is_some_and(|layers| layers.contains(&Some(**rid))))
+                .map(|rid| rid.to_string())
+                .collect();
+            if member.active_layers.as_ref() != Some(&active) {
+                member.active_layers = Some(active.clone());
+                notices.push((*id, ServerMessage::Layers { active }));
+            }
+        }
+        for (id, message) in notices {
+            self.send(id, message);
+        }
+    }
+}

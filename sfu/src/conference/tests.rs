@@ -1,0 +1,403 @@
+//! Whole meetings in memory, on a virtual clock: routing, room isolation, keyframe scoping,
+//! leaving and shutdown, the reported media path.
+
+use std::time::Duration;
+
+use str0m::media::MediaKind;
+
+use super::harness::{Meeting, request_keyframe, room};
+use super::{Command, Input};
+use crate::net::Datagram;
+use crate::protocol::{ClientMessage, EndReason, ServerMessage};
+use crate::room::MediaSource;
+
+/// A and B meet in `giao-ban`, C is alone in `hop-khan`; all three publish.
+fn two_rooms() -> (Meeting, usize, usize, usize) {
+    let mut meeting = Meeting::new(&[room("giao-ban", "246810"), room("hop-khan", "111111")]);
+    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
+    let b = meeting.join("giao-ban", "Huyện A", "246810");
+    let c = meeting.join("hop-khan", "Huyện B", "111111");
+    for index in [a, b, c] {
+        assert!(
+            meeting.browsers[index].messages.iter().any(|message| matches!(message, ServerMessage::Welcome { .. })),
+            "browser {index} was not welcomed"
+        );
+        meeting.publish(index);
+    }
+    (meeting, a, b, c)
+}
+
+#[test]
+fn media_goes_to_the_room_and_nowhere_else() {
+    let (mut meeting, a, b, c) = two_rooms();
+    let (id_a, id_b, id_c) = (meeting.browsers[a].id, meeting.browsers[b].id, meeting.browsers[c].id);
+    let flowing = meeting.run_until(Duration::from_secs(10), |meeting| {
+        let (browser_a, browser_b) = (&meeting.browsers[a], &meeting.browsers[b]);
+        browser_b.frames_from(id_a, MediaKind::Video) >= 10
+            && browser_a.frames_from(id_b, MediaKind::Video) >= 10
+            && browser_b.frames_from(id_a, MediaKind::Audio) >= 50
+    });
+    assert!(flowing, "media did not flow between A and B");
+    assert!(meeting.browsers[c].rtc.is_connected(), "C's session came up too");
+    assert_eq!(meeting.browsers[c].received.values().sum::<u64>(), 0, "C got media from another room");
+    for index in [a, b] {
+        assert_eq!(meeting.browsers[index].frames_from(id_c, MediaKind::Video), 0);
+        assert_eq!(meeting.browsers[index].frames_from(id_c, MediaKind::Audio), 0);
+    }
+    // Nobody in C's room receives it, so nobody asked C for a keyframe.
+    assert_eq!(meeting.browsers[c].keyframe_requests, 0);
+}
+
+#[test]
+fn a_receivers_keyframe_request_reaches_its_publisher_only() {
+    let (mut meeting, a, b, c) = two_rooms();
+    let id_a = meeting.browsers[a].id;
+    assert!(meeting.run_until(Duration::from_secs(10), |m| m.browsers[b].frames_from(id_a, MediaKind::Video) > 0));
+    // Opening the track asked A for a keyframe; let the throttle pass, then B asks again.
+    meeting.run_until(Duration::from_secs(1), |_| false);
+    let before = meeting.browsers[a].keyframe_requests;
+    assert!(before >= 1, "a new receiver's track starts with a keyframe request");
+    let video_mid = meeting.browsers[b]
+        .received
+        .keys()
+        .copied()
+        .find(|mid| {
+            let browser = &meeting.browsers[b];
+            browser.origin_of(*mid) == Some(id_a)
+                && browser.rtc.media(*mid).is_some_and(|m| m.kind() == MediaKind::Video)
+        })
+        .expect("B receives A's camera");
+    request_keyframe(&mut meeting.browsers[b], video_mid);
+    assert!(
+        meeting.run_until(Duration::from_secs(2), |m| m.browsers[a].keyframe_requests > before),
+        "B's request did not reach A"
+    );
+    assert_eq!(meeting.browsers[c].keyframe_requests, 0, "a request leaked into another room");
+}
+
+#[test]
+fn leaving_stops_the_track_for_the_others_and_forgets_the_session() {
+    let (mut meeting, a, b, _) = two_rooms();
+    let (id_a, id_b) = (meeting.browsers[a].id, meeting.browsers[b].id);
+    assert!(meeting.run_until(Duration::from_secs(10), |m| m.browsers[b].frames_from(id_a, MediaKind::Video) > 0));
+    let offers_before = offers(&meeting, b);
+
+    meeting.command(Command::Message { id: id_a, message: ClientMessage::Leave {} });
+    assert!(meeting.browsers[b].messages.contains(&ServerMessage::Left { participant: id_a }));
+    meeting.run_until(Duration::from_secs(2), |m| offers(m, b) > offers_before);
+    assert!(offers(&meeting, b) > offers_before, "B was not offered the stopped m-lines");
+    assert!(meeting.conference.members[&id_a].peer.is_none(), "A's media session lives on");
+    assert!(!meeting.conference.routes.values().any(|owner| *owner == id_a), "a route to A is left");
+
+    // A's address no longer reaches any session, and B's media keeps flowing to nobody.
+    let received = meeting.browsers[b].received.values().sum::<u64>();
+    let stray = Datagram {
+        proto: str0m::net::Protocol::Udp,
+        source: meeting.browsers[a].address,
+        destination: super::harness::SERVER.parse().unwrap(),
+        data: vec![0x80; 100],
+    };
+    meeting.conference.handle_input(meeting.now, Input::Datagram(stray));
+    meeting.run_until(Duration::from_secs(1), |_| false);
+    assert_eq!(meeting.browsers[b].received.values().sum::<u64>(), received);
+    assert!(meeting.conference.members.contains_key(&id_b));
+}
+
+#[test]
+fn shutdown_tells_everyone_and_closes_every_connection() {
+    let (mut meeting, a, b, c) = two_rooms();
+    meeting.run_until(Duration::from_secs(3), |m| m.browsers.iter().all(|browser| browser.rtc.is_connected()));
+    meeting.command(Command::Shutdown);
+    for index in [a, b, c] {
+        let browser = &meeting.browsers[index];
+        assert!(
+            browser.messages.iter().any(|m| matches!(m, ServerMessage::Ended { reason: EndReason::Shutdown, .. })),
+            "browser {index} was not told"
+        );
+        assert_eq!(browser.closed.as_deref(), Some("the server is shutting down"));
+    }
+}
+
+#[test]
+fn a_closed_connection_leaves_no_member_behind() {
+    let (mut meeting, a, _, _) = two_rooms();
+    let id_a = meeting.browsers[a].id;
+    meeting.run_until(Duration::from_secs(3), |m| m.browsers[a].rtc.is_connected());
+    meeting.command(Command::Close { id: id_a });
+    assert!(!meeting.conference.members.contains_key(&id_a));
+    assert!(!meeting.conference.routes.values().any(|owner| *owner == id_a));
+}
+
+#[test]
+fn forwarded_counts_the_packets_receivers_got_and_streams_arrive_whole() {
+    let (mut meeting, a, b, c) = two_rooms();
+    let id_a = meeting.browsers[a].id;
+    assert!(meeting.run_until(Duration::from_secs(10), |m| m.browsers[b].frames_from(id_a, MediaKind::Video) >= 20));
+    for index in [a, b, c] {
+        meeting.stop_publishing(index);
+    }
+    // Let what is in flight land and the receivers' statistics catch up.
+    meeting.run_until(Duration::from_secs(2), |_| false);
+    let totals = |source| meeting.conference.metrics.forwarded_totals("giao-ban", source);
+    let received = |kind: MediaKind| -> u64 {
+        [a, b]
+            .iter()
+            .map(|index| {
+                let browser = &meeting.browsers[*index];
+                let mids =
+                    browser.packets.keys().filter(|mid| browser.rtc.media(**mid).is_some_and(|m| m.kind() == kind));
+                mids.map(|mid| browser.packets[mid]).sum::<u64>()
+            })
+            .sum()
+    };
+    let (video, audio) = (totals(MediaSource::Camera), totals(MediaSource::Microphone));
+    assert!(video.packets > 40 && audio.packets > 200, "{video:?} {audio:?}");
+    assert_eq!(video.packets, received(MediaKind::Video), "video packets forwarded vs received");
+    assert_eq!(audio.packets, received(MediaKind::Audio), "audio packets forwarded vs received");
+    assert_eq!(meeting.conference.metrics.forwarded_totals("hop-khan", MediaSource::Camera).packets, 0);
+    for index in [a, b] {
+        assert_eq!(meeting.browsers[index].broken_frames, 0, "browser {index} saw a gap");
+    }
+}
+
+/// The layer of `origin`'s camera that `receiver` gets now.
+fn camera_layer(meeting: &Meeting, receiver: usize, origin: usize) -> Option<Option<String>> {
+    let (receiver, origin) = (meeting.browsers[receiver].id, meeting.browsers[origin].id);
+    let peer = meeting.conference.members[&receiver].peer.as_ref()?;
+    let layers = peer.current_layers(origin);
+    let (_, layer) = layers.into_iter().find(|(kind, _)| *kind == MediaKind::Video)?;
+    layer.map(|layer| layer.map(|rid| rid.to_string()))
+}
+
+fn last_layers_message(meeting: &Meeting, index: usize) -> Option<Vec<String>> {
+    meeting.browsers[index].messages.iter().rev().find_map(|message| match message {
+        ServerMessage::Layers { active } => Some(active.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_layout_picks_the_layer_and_unwatched_layers_pause() {
+    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
+    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
+    let b = meeting.join("giao-ban", "Huyện A", "246810");
+    meeting.publish_layers(a, &["q", "h", "f"]);
+    meeting.publish(b);
+    let (id_a, id_b) = (meeting.browsers[a].id, meeting.browsers[b].id);
+
+    // B shows A as a thumbnail: the lowest layer, and A is told to send only that.
+    meeting.command(Command::Message { id: id_b, message: ClientMessage::Layout { high: vec![], low: vec![id_a] } });
+    let thumbnail = meeting.run_until(Duration::from_secs(10), |m| {
+        camera_layer(m, b, a) == Some(Some("q".into())) && m.browsers[b].frames_from(id_a, MediaKind::Video) > 5
+    });
+    assert!(thumbnail, "B did not get A's lowest layer: {:?}", camera_layer(&meeting, b, a));
+    assert!(meeting.run_until(Duration::from_secs(2), |m| last_layers_message(m, a) == Some(vec!["q".into()])));
+
+    // A moves to B's stage: a higher layer, switched on its keyframe, without a broken frame.
+    let frames = meeting.browsers[b].frames_from(id_a, MediaKind::Video);
+    meeting.command(Command::Message { id: id_b, message: ClientMessage::Layout { high: vec![id_a], low: vec![] } });
+    let staged = meeting.run_until(Duration::from_secs(10), |m| {
+        matches!(camera_layer(m, b, a), Some(Some(rid)) if rid != "q")
+            && m.browsers[b].frames_from(id_a, MediaKind::Video) > frames + 5
+    });
+    assert!(staged, "A did not go up on B's stage: {:?}", camera_layer(&meeting, b, a));
+    let paused_low = meeting.run_until(Duration::from_secs(2), |m| {
+        last_layers_message(m, a).is_some_and(|active| !active.is_empty() && !active.contains(&"q".to_string()))
+    });
+    assert!(paused_low, "A still sends what nobody gets: {:?}", last_layers_message(&meeting, a));
+    let switches = meeting.status.iter().find(|room| room.name == "giao-ban").map(|room| room.layer_switches);
+    assert!(switches.is_some_and(|count| count >= 2), "layer switches not counted: {switches:?}");
+    assert_eq!(meeting.browsers[b].broken_frames, 0);
+
+    // B hides A: nothing is forwarded and A pauses every layer.
+    meeting.command(Command::Message { id: id_b, message: ClientMessage::Layout { high: vec![], low: vec![] } });
+    assert!(meeting.run_until(Duration::from_secs(2), |m| last_layers_message(m, a) == Some(vec![])));
+    assert_eq!(camera_layer(&meeting, b, a), None, "a hidden tile still gets a layer");
+    let frames = meeting.browsers[b].frames_from(id_a, MediaKind::Video);
+    meeting.run_until(Duration::from_secs(2), |_| false);
+    assert_eq!(meeting.browsers[b].frames_from(id_a, MediaKind::Video), frames, "video of a hidden tile went out");
+    // Its audio still flows.
+    let audio = meeting.browsers[b].frames_from(id_a, MediaKind::Audio);
+    meeting.run_until(Duration::from_secs(1), |_| false);
+    assert!(meeting.browsers[b].frames_from(id_a, MediaKind::Audio) > audio);
+}
+
+fn bandwidth_messages(meeting: &Meeting, index: usize) -> Vec<bool> {
+    let messages = meeting.browsers[index].messages.iter();
+    messages
+        .filter_map(|message| match message {
+            ServerMessage::Bandwidth { audio_only, .. } => Some(*audio_only),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_link_too_thin_for_the_lowest_layer_falls_to_audio_only_and_back() {
+    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
+    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
+    let b = meeting.join("giao-ban", "Huyện A", "246810");
+    meeting.publish_layers(a, &["q", "h", "f"]);
+    meeting.publish(b);
+    let (id_a, id_b) = (meeting.browsers[a].id, meeting.browsers[b].id);
+    assert!(meeting.run_until(Duration::from_secs(10), |m| m.browsers[b].frames_from(id_a, MediaKind::Video) > 5));
+    assert!(bandwidth_messages(&meeting, b).is_empty(), "an open link is not audio-only");
+
+    // 60 kbit/s: room for A's voice, not for its lowest layer (48 kbit/s plus audio).
+    let pin = |meeting: &mut Meeting, rate| {
+        let member = meeting.conference.members.get_mut(&id_b).unwrap();
+        member.peer.as_mut().unwrap().pin_estimate(rate);
+    };
+    pin(&mut meeting, 60_000);
+    // A short dip is not enough.
+    meeting.run_until(Duration::from_secs(2), |_| false);
+    assert!(bandwidth_messages(&meeting, b).is_empty(), "told about a dip shorter than the hold");
+    assert!(meeting.run_until(Duration::from_secs(3), |m| bandwidth_messages(m, b) == vec![true]));
+    let video = meeting.browsers[b].frames_from(id_a, MediaKind::Video);
+    let audio = meeting.browsers[b].frames_from(id_a, MediaKind::Audio);
+    meeting.run_until(Duration::from_secs(2), |_| false);
+    assert_eq!(meeting.browsers[b].frames_from(id_a, MediaKind::Video), video, "video went out in audio-only mode");
+    assert!(meeting.browsers[b].frames_from(id_a, MediaKind::Audio) > audio, "audio stopped too");
+
+    pin(&mut meeting, 2_000_000);
+    assert!(meeting.run_until(Duration::from_secs(15), |m| bandwidth_messages(m, b) == vec![true, false]));
+    assert!(meeting.run_until(Duration::from_secs(3), |m| m.browsers[b].frames_from(id_a, MediaKind::Video) > video));
+    assert_eq!(meeting.browsers[b].broken_frames, 0);
+}
+
+#[test]
+fn a_collapsed_estimate_on_a_clear_link_keeps_the_lowest_layer_until_the_link_loses_packets() {
+    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
+    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
+    let b = meeting.join("giao-ban", "Huyện A", "246810");
+    meeting.publish_layers(a, &["q", "h", "f"]);
+    meeting.publish(b);
+    let (id_a, id_b) = (meeting.browsers[a].id, meeting.browsers[b].id);
+    assert!(meeting.run_until(Duration::from_secs(10), |m| m.browsers[b].frames_from(id_a, MediaKind::Video) > 5));
+    // Five seconds of clean link reports, then the estimate towards B falls below A's
+    // lowest layer, as towards a starved browser; B's link itself loses nothing.
+    meeting.run_until(Duration::from_secs(5), |_| false);
+    let member = meeting.conference.members.get_mut(&id_b).unwrap();
+    member.peer.as_mut().unwrap().pin_estimate_on_a_measured_link(60_000);
+    meeting.run_until(Duration::from_secs(2), |_| false);
+    let video = meeting.browsers[b].frames_from(id_a, MediaKind::Video);
+    meeting.run_until(Duration::from_secs(6), |_| false);
+    assert!(meeting.browsers[b].frames_from(id_a, MediaKind::Video) > video + 30, "pictures stopped on a clear link");
+    assert!(bandwidth_messages(&meeting, b).is_empty(), "a clear link was told it is audio-only");
+    assert_eq!(camera_layer(&meeting, b, a), Some(Some("q".to_owned())), "more than the lowest layer");
+    let listed = |meeting: &Meeting| {
+        let room = meeting.status.iter().find(|room| room.name == "giao-ban").unwrap();
+        room.participants.iter().find(|participant| participant.id == id_b).unwrap().clone()
+    };
+    assert_eq!(listed(&meeting).loss_permille, Some(0), "{:?}", listed(&meeting));
+    assert!(listed(&meeting).rtt_ms.is_some(), "{:?}", listed(&meeting));
+
+    // Now B's link loses one media datagram in two: the floor goes, audio only.
+    meeting.lossy = vec![(meeting.browsers[b].address, 2)];
+    assert!(meeting.run_until(Duration::from_secs(10), |m| bandwidth_messages(m, b) == vec![true]));
+    assert!(listed(&meeting).loss_permille.is_some_and(|loss| loss >= 20) || listed(&meeting).audio_only);
+    meeting.run_until(Duration::from_secs(1), |_| false);
+    let video = meeting.browsers[b].frames_from(id_a, MediaKind::Video);
+    meeting.run_until(Duration::from_secs(3), |_| false);
+    assert_eq!(meeting.browsers[b].frames_from(id_a, MediaKind::Video), video, "video on a lossy, thin link");
+    // The loss clears, but a floor that congested the link waits (20 s) before it returns.
+    meeting.lossy.clear();
+    meeting.run_until(Duration::from_secs(8), |_| false);
+    assert_eq!(bandwidth_messages(&meeting, b), vec![true], "the floor came back at once");
+    assert!(meeting.run_until(Duration::from_secs(25), |m| bandwidth_messages(m, b) == vec![true, false]));
+    assert!(meeting.run_until(Duration::from_secs(3), |m| m.browsers[b].frames_from(id_a, MediaKind::Video) > video));
+}
+
+#[test]
+fn lost_packets_on_either_leg_are_recovered_by_nack_and_rtx() {
+    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
+    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
+    let b = meeting.join("giao-ban", "Huyện A", "246810");
+    meeting.publish(a);
+    meeting.publish(b);
+    let id_a = meeting.browsers[a].id;
+    // One media datagram in 20 is lost from the publisher to the server and from the server
+    // to the receiver.
+    meeting.lossy = vec![(meeting.browsers[a].address, 20), (meeting.browsers[b].address, 20)];
+    assert!(meeting.run_until(Duration::from_secs(15), |m| m.browsers[b].frames_from(id_a, MediaKind::Video) >= 60));
+    assert!(meeting.datagrams_seen > 100, "the lossy link carried no media");
+    assert_eq!(meeting.browsers[b].broken_frames, 0, "a lost video packet was not recovered");
+}
+
+#[test]
+fn answers_and_offers_negotiate_nack_rtx_and_opus_fec() {
+    let (meeting, a, b, _) = two_rooms();
+    let sdp_of = |index: usize, offer: bool| -> String {
+        let messages = meeting.browsers[index].messages.iter();
+        messages
+            .filter_map(|message| match message {
+                ServerMessage::Answer { sdp } if !offer => Some(sdp.clone()),
+                ServerMessage::Offer { sdp } if offer => Some(sdp.clone()),
+                _ => None,
+            })
+            .next_back()
+            .expect("an SDP")
+    };
+    for sdp in [sdp_of(a, false), sdp_of(b, true)] {
+        assert!(sdp.contains("useinbandfec=1"), "no Opus FEC:\n{sdp}");
+        assert!(sdp.contains("nack") && sdp.contains("nack pli"), "no NACK/PLI feedback:\n{sdp}");
+        assert!(sdp.contains("rtx/90000"), "no RTX:\n{sdp}");
+        assert!(sdp.contains("transport-cc"), "no TWCC for the bandwidth estimate:\n{sdp}");
+    }
+}
+
+#[test]
+fn the_operator_listing_shows_rooms_participants_and_their_connections() {
+    let (mut meeting, a, b, c) = two_rooms();
+    let id_a = meeting.browsers[a].id;
+    assert!(meeting.run_until(Duration::from_secs(10), |m| m.browsers[b].frames_from(id_a, MediaKind::Video) >= 10));
+    meeting.run_until(Duration::from_secs(1), |_| false);
+    let room = |name: &str| meeting.status.iter().find(|room| room.name == name).cloned().expect("the room is listed");
+    let giao_ban = room("giao-ban");
+    let mut ids: Vec<_> = giao_ban.participants.iter().map(|participant| participant.id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![meeting.browsers[a].id, meeting.browsers[b].id]);
+    assert!(giao_ban.forwarded_packets > 0 && giao_ban.forwarded_bytes > giao_ban.forwarded_packets);
+    for participant in &giao_ban.participants {
+        assert!(participant.estimate_kbps.is_some(), "{participant:?}");
+        assert_eq!(participant.loss_permille, Some(0), "{participant:?}");
+        assert!(participant.sending_kbps > 0, "a publisher sends nothing: {participant:?}");
+        assert_ne!(participant.quality, crate::status::Quality::Unknown);
+        assert!(!participant.audio_only);
+        assert!(!participant.site.is_empty());
+    }
+    let hop_khan = room("hop-khan");
+    assert_eq!(hop_khan.participants.len(), 1);
+    assert_eq!(hop_khan.participants[0].id, meeting.browsers[c].id);
+    assert_eq!(hop_khan.forwarded_packets, 0);
+}
+
+fn offers(meeting: &Meeting, index: usize) -> usize {
+    meeting.browsers[index].messages.iter().filter(|message| matches!(message, ServerMessage::Offer { .. })).count()
+}
+
+/// The path a browser reports reaches its room (not the other room) in an `updated`; without
+/// TURN, `welcome` names no ICE servers.
+#[test]
+fn a_reported_media_path_reaches_the_room_and_no_ice_servers_without_turn() {
+    use crate::protocol::MediaPath;
+    let (mut meeting, a, b, c) = two_rooms();
+    for index in [a, b, c] {
+        let welcomed = meeting.browsers[index]
+            .messages
+            .iter()
+            .any(|message| matches!(message, ServerMessage::Welcome { ice_servers, .. } if ice_servers.is_empty()));
+        assert!(welcomed, "browser {index} was offered ICE servers without TURN");
+    }
+    let id_b = meeting.browsers[b].id;
+    let message = ClientMessage::Path { path: MediaPath::TurnTls };
+    meeting.command(Command::Message { id: id_b, message });
+    let updated = |messages: &[ServerMessage]| {
+        messages.iter().any(|message| {
+            matches!(message, ServerMessage::Updated { participant }
+                if participant.id == id_b && participant.path == Some(MediaPath::TurnTls))
+        })
+    };
+    assert!(meeting.run_until(Duration::from_secs(2), |meeting| updated(&meeting.browsers[a].messages)));
+    assert!(!updated(&meeting.browsers[c].messages), "the other room heard of it");
+}
