@@ -19,6 +19,8 @@ const state = {
   receivers: [], // { participant, kind, receiver }
   speaker: null,
   spotlight: null,
+  lastN: null, // whose cameras the server sends us (last-N); null: not told yet, everyone
+  namePage: 0, // which page of the sites shown by name
   locked: false,
   localStream: new MediaStream(),
   microphone: true,
@@ -152,6 +154,7 @@ async function handleMessage(message) {
       state.spotlight = message.spotlight;
       return render();
     case 'speaker': state.speaker = message.participant; return render();
+    case 'last_n': state.lastN = message.video; return render();
     case 'forced': return forced(message);
     case 'offer': return serverOffer(message.sdp);
     case 'answer': return serverAnswer(message.sdp);
@@ -172,6 +175,7 @@ function welcome(message) {
   state.locked = message.locked;
   state.spotlight = message.spotlight;
   state.speaker = message.speaker;
+  state.lastN = null;
   state.reconnecting = false;
   state.reconnectAttempt = 0;
   element('room-title').textContent = message.title;

@@ -68,6 +68,7 @@ function render() {
     controls.querySelector('[data-action="spotlight"]').textContent = state.spotlight === id ? t('chair.unspotlight') : t('chair.spotlight');
   }
   element('tiles').classList.toggle('spotlight', state.spotlight !== null && state.participants.has(state.spotlight));
+  renderNameTiles();
 
   // A screen share takes the stage; our own is shown to us too.
   const sharer = [...state.participants.values()].find((participant) => participant.screen && (participant.id === state.me ? state.screenTrack : state.streams.get('p' + participant.id + '-screen')));
@@ -93,6 +94,43 @@ function render() {
   lockButton.textContent = state.locked ? t('controls.unlock') : t('controls.lock');
   reportLayout();
 }
+
+// Sites per page of those shown by name: two rows on a desk screen.
+const NAMES_PER_PAGE = 24;
+
+// Last-N: the server sends the cameras of the spotlight, the active speaker and the most
+// recent speakers (up to the room's last_n); every other site is a small name tile, a page
+// of them at a time, with its controls (the chair can still give it the floor).
+function renderNameTiles() {
+  const named = [];
+  for (const [id, tile] of state.tiles) {
+    const nameOnly = state.lastN !== null && id !== state.me && id !== state.spotlight && !state.lastN.includes(id);
+    tile.classList.toggle('name-only', nameOnly);
+    if (nameOnly) named.push(tile);
+    else tile.hidden = false;
+  }
+  const pages = Math.max(1, Math.ceil(named.length / NAMES_PER_PAGE));
+  state.namePage = Math.min(state.namePage, pages - 1);
+  named.forEach((tile, index) => { tile.hidden = Math.floor(index / NAMES_PER_PAGE) !== state.namePage; });
+  element('name-pager').hidden = named.length === 0;
+  element('name-count').textContent = t('names.heading', { count: named.length });
+  element('name-page').textContent = t('names.page', { page: state.namePage + 1, pages });
+  element('name-page').hidden = pages === 1;
+  const previous = element('name-previous');
+  const next = element('name-next');
+  previous.textContent = t('names.previous');
+  next.textContent = t('names.next');
+  previous.hidden = next.hidden = pages === 1;
+  previous.disabled = state.namePage === 0;
+  next.disabled = state.namePage === pages - 1;
+}
+
+function turnNamePage(step) {
+  state.namePage = Math.max(0, state.namePage + step);
+  render();
+}
+document.getElementById('name-previous').onclick = () => turnNamePage(-1);
+document.getElementById('name-next').onclick = () => turnNamePage(1);
 
 let bannerTimer = null;
 function banner(text, ok = false) {

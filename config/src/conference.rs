@@ -34,7 +34,14 @@ struct RawRoom {
     chair_pin: Spanned<String>,
     sites: Vec<Spanned<String>>,
     max_participants: Option<Spanned<u32>>,
+    last_n: Option<Spanned<u32>>,
 }
+
+/// Cameras a participant receives by default: every other site of a meeting of the province
+/// and its 11 districts, and one more.
+pub const DEFAULT_LAST_N: u32 = 12;
+/// More cameras than this at once helps nobody on one screen, and costs the link.
+const MAX_LAST_N: u32 = 49;
 
 /// The conference service's settings.
 #[derive(Debug, Clone)]
@@ -70,6 +77,9 @@ pub struct Room {
     /// The sites a participant picks from, e.g. the province and its districts.
     pub sites: Vec<String>,
     pub max_participants: u32,
+    /// Cameras each participant receives at most (last-N): the spotlight, the active speaker
+    /// and the most recent speakers first. The other sites are shown by name.
+    pub last_n: u32,
 }
 
 /// PINs stay out of debug output (and so out of any log line).
@@ -82,6 +92,7 @@ impl std::fmt::Debug for Room {
             .field("chair_pin", &"<redacted>")
             .field("sites", &self.sites)
             .field("max_participants", &self.max_participants)
+            .field("last_n", &self.last_n)
             .finish()
     }
 }
@@ -204,6 +215,14 @@ pub(crate) fn validate(raw: RawConference, server: &Server, context: &mut Contex
             Some(value) => *value.get_ref(),
             None => 50,
         };
+        let last_n = match &raw_room.last_n {
+            Some(value) if *value.get_ref() > MAX_LAST_N => {
+                context.error(value.span(), format!("{path}.last_n"), format!("expected 0 to {MAX_LAST_N}"));
+                DEFAULT_LAST_N
+            }
+            Some(value) => *value.get_ref(),
+            None => DEFAULT_LAST_N,
+        };
         rooms.push(Room {
             title: raw_room.title.clone().unwrap_or_else(|| name.clone()),
             name,
@@ -211,6 +230,7 @@ pub(crate) fn validate(raw: RawConference, server: &Server, context: &mut Contex
             chair_pin: raw_room.chair_pin.get_ref().clone(),
             sites,
             max_participants,
+            last_n,
         });
     }
 

@@ -423,3 +423,17 @@ fn turn_port_must_differ_from_media_port() {
         "t.toml:2:13: conference.turn_port: 10000 (expected a fixed port other than media_port, e.g. 3478)",
     );
 }
+
+#[test]
+fn last_n_defaults_to_every_site_of_a_province_meeting_and_is_bounded() {
+    let config = built_in(Path::new(".")).unwrap();
+    assert_eq!(config.conference.rooms[0].last_n, 12);
+    let room = |last_n: &str| {
+        format!(
+            "[[conference.room]]\nname = \"x\"\npin = \"1234\"\nchair_pin = \"5678\"\nsites = [\"A\"]\nlast_n = {last_n}\n"
+        )
+    };
+    assert_error(&room("50"), "t.toml:6:10: conference.room[0].last_n: expected 0 to 49");
+    assert!(errors(&room("0")).is_empty(), "0: cameras off, voices only");
+    assert!(errors(&room("49")).is_empty());
+}

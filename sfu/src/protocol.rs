@@ -289,6 +289,12 @@ pub enum ServerMessage {
     Speaker {
         participant: Option<ParticipantId>,
     },
+    /// Whose cameras the server forwards to this browser (last-N), best first: the
+    /// spotlight, the active speaker, the most recent speakers, then by arrival, at most the
+    /// room's `last_n`. The page shows these as video tiles and the other sites by name.
+    LastN {
+        video: Vec<ParticipantId>,
+    },
     /// The chair turned this browser's microphone or camera off.
     Forced {
         microphone: bool,
@@ -407,6 +413,8 @@ mod tests {
         assert_eq!(ServerMessage::Left { participant: 7 }.to_json(), r#"{"type":"left","participant":7}"#);
         let layers = ServerMessage::Layers { active: vec!["q".into(), "h".into()] };
         assert_eq!(layers.to_json(), r#"{"type":"layers","active":["q","h"]}"#);
+        let last_n = ServerMessage::LastN { video: vec![3, 1] };
+        assert_eq!(last_n.to_json(), r#"{"type":"last_n","video":[3,1]}"#);
         let bandwidth = ServerMessage::Bandwidth { kbps: 180, audio_only: true };
         assert_eq!(bandwidth.to_json(), r#"{"type":"bandwidth","kbps":180,"audio_only":true}"#);
     }

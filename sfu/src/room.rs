@@ -4,7 +4,7 @@
 //! with `now`, and sends the returned [`Outgoing`] messages. Media forwarding asks
 //! [`Rooms::forwards`] and [`Rooms::peers`], so a room never sees another room's media.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use lienthong_config::Room as RoomConfig;
@@ -106,6 +106,8 @@ struct RoomState {
     spotlight: Option<ParticipantId>,
     speaker: Option<ParticipantId>,
     speaker_since: Option<Instant>,
+    /// Everyone who was the active speaker, the most recent first (last-N's order).
+    recent_speakers: Vec<ParticipantId>,
     members: BTreeMap<ParticipantId, Participant>,
     resumable: HashMap<String, Instant>,
 }
@@ -118,6 +120,7 @@ impl RoomState {
             spotlight: None,
             speaker: None,
             speaker_since: None,
+            recent_speakers: Vec::new(),
             members: BTreeMap::new(),
             resumable: HashMap::new(),
         }
@@ -314,6 +317,7 @@ impl Rooms {
             room.spotlight = None;
             room.broadcast(&room.room_message(), None, &mut out);
         }
+        room.recent_speakers.retain(|speaker| *speaker != id);
         if room.speaker == Some(id) {
             room.speaker = None;
             room.broadcast(&ServerMessage::Speaker { participant: None }, None, &mut out);
@@ -358,6 +362,26 @@ impl Rooms {
             .collect();
         heard.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         heard.into_iter().take(count).map(|(id, _)| id).collect()
+    }
+
+    /// Whose cameras `id` should receive first, best first, and how many at most (the room's
+    /// `last_n`): the spotlight, the active speaker, the most recent speakers, then everyone
+    /// else in the order they joined. Cameras that are off take no place. The caller keeps
+    /// the first `last_n` of these that publish a camera.
+    pub fn video_ranking(&self, id: ParticipantId) -> (Vec<ParticipantId>, usize) {
+        let Some(room) = self.membership.get(&id).and_then(|name| self.rooms.get(name)) else {
+            return (Vec::new(), 0);
+        };
+        let first = room.spotlight.into_iter().chain(room.speaker).chain(room.recent_speakers.iter().copied());
+        let mut ranking: Vec<ParticipantId> = Vec::with_capacity(room.members.len());
+        let mut placed = HashSet::with_capacity(room.members.len());
+        for candidate in first.chain(room.members.keys().copied()) {
+            let camera_on = room.members.get(&candidate).is_some_and(|member| member.camera);
+            if candidate != id && camera_on && placed.insert(candidate) {
+                ranking.push(candidate);
+            }
+        }
+        (ranking, room.config.last_n as usize)
     }
 
     /// Whether `id`'s microphone sends audio levels at all; one that does not cannot be
@@ -412,6 +436,8 @@ impl Rooms {
             if held && level > current * 1.5 {
                 room.speaker = Some(loudest);
                 room.speaker_since = Some(now);
+                room.recent_speakers.retain(|speaker| *speaker != loudest);
+                room.recent_speakers.insert(0, loudest);
                 room.broadcast(&ServerMessage::Speaker { participant: Some(loudest) }, None, &mut out);
             }
         }

@@ -7,6 +7,7 @@ fn giao_ban() -> RoomConfig {
         pin: "246810".into(),
         chair_pin: "135790".into(),
         sites: vec!["UBND tỉnh".into(), "Huyện A".into(), "Huyện B".into()],
+        last_n: 12,
         max_participants: 3,
     }
 }
@@ -290,4 +291,114 @@ fn a_reported_media_path_reaches_the_room_once() {
     ));
     // The same path again is not news.
     assert!(rooms.act(now, 2, Action::Path(MediaPath::TurnTls)).is_empty());
+}
+
+/// `id` talks for two seconds while nobody else sends sound; returns the time after.
+fn speak(rooms: &mut Rooms, mut now: Instant, id: ParticipantId) -> Instant {
+    for _ in 0..100 {
+        now += Duration::from_millis(20);
+        rooms.audio_level(now, id, 20);
+        rooms.tick(now);
+    }
+    now
+}
+
+fn big_room(last_n: u32) -> RoomConfig {
+    RoomConfig { max_participants: 50, last_n, ..giao_ban() }
+}
+
+#[test]
+fn last_n_ranks_the_spotlight_the_speaker_and_the_recent_speakers_first() {
+    let start = Instant::now();
+    let mut rooms = Rooms::new(&[big_room(3)]);
+    rooms.join(start, 1, request("giao-ban", "UBND tỉnh", "135790")).unwrap();
+    for id in 2..=8 {
+        rooms.join(start, id, request("giao-ban", "Huyện A", "246810")).unwrap();
+    }
+    // Nobody spoke yet: everyone by arrival, and the room's last_n.
+    assert_eq!(rooms.video_ranking(3), (vec![1, 2, 4, 5, 6, 7, 8], 3));
+    let mut now = speak(&mut rooms, start, 5);
+    now = speak(&mut rooms, now, 7);
+    assert_eq!(rooms.video_ranking(3).0, vec![7, 5, 1, 2, 4, 6, 8], "the speaker, then the one before");
+    rooms.act(now, 1, Action::Spotlight(Some(2)));
+    assert_eq!(rooms.video_ranking(3).0, vec![2, 7, 5, 1, 4, 6, 8], "the spotlight before the speaker");
+    assert_eq!(rooms.video_ranking(7).0, vec![2, 5, 1, 3, 4, 6, 8], "nobody receives their own camera");
+    // 5 speaks again: back in front of 7, behind the current speaker's place.
+    now = speak(&mut rooms, now, 5);
+    assert_eq!(rooms.video_ranking(3).0, vec![2, 5, 7, 1, 4, 6, 8]);
+    // A camera that is off takes no place; one that left is forgotten.
+    rooms.act(now, 7, Action::SelfMedia { microphone: true, camera: false, screen: false });
+    assert_eq!(rooms.video_ranking(3).0, vec![2, 5, 1, 4, 6, 8]);
+    rooms.leave(now, 5);
+    rooms.act(now, 7, Action::SelfMedia { microphone: true, camera: true, screen: false });
+    assert_eq!(rooms.video_ranking(3).0, vec![2, 7, 1, 4, 6, 8]);
+    assert_eq!(rooms.video_ranking(99), (Vec::new(), 0), "not in a room");
+}
+
+/// A small deterministic generator for the property test (no dependency needed).
+struct Sequence(u64);
+
+impl Sequence {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+}
+
+#[test]
+fn last_n_ranking_holds_its_invariants_over_generated_meetings() {
+    for seed in 1..=200u64 {
+        let mut random = Sequence(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let start = Instant::now();
+        let mut rooms = Rooms::new(&[big_room(4)]);
+        let mut now = start;
+        let mut cameras: BTreeMap<ParticipantId, bool> = BTreeMap::new();
+        rooms.join(now, 1, request("giao-ban", "UBND tỉnh", "135790")).unwrap();
+        cameras.insert(1, true);
+        for _ in 0..150 {
+            now += Duration::from_millis(20 * (1 + random.below(40)));
+            let id = 1 + random.below(15);
+            match random.below(6) {
+                0 if !cameras.contains_key(&id) => {
+                    rooms.join(now, id, request("giao-ban", "Huyện B", "246810")).unwrap();
+                    cameras.insert(id, true);
+                }
+                1 if id != 1 && cameras.contains_key(&id) => {
+                    rooms.leave(now, id);
+                    cameras.remove(&id);
+                }
+                2 if cameras.contains_key(&id) => {
+                    let camera = random.below(2) == 0;
+                    rooms.act(now, id, Action::SelfMedia { microphone: true, camera, screen: false });
+                    cameras.insert(id, camera);
+                }
+                3 => {
+                    let target = Some(id).filter(|id| cameras.contains_key(id) && random.below(3) > 0);
+                    rooms.act(now, 1, Action::Spotlight(target));
+                }
+                _ if cameras.contains_key(&id) => now = speak(&mut rooms, now, id),
+                _ => {}
+            }
+            let spotlight = rooms.rooms["giao-ban"].spotlight;
+            let speaker = rooms.rooms["giao-ban"].speaker;
+            for (&receiver, _) in cameras.iter() {
+                let (ranking, last_n) = rooms.video_ranking(receiver);
+                assert_eq!(last_n, 4);
+                // Exactly the others whose cameras are on, each once.
+                let mut sorted = ranking.clone();
+                sorted.sort_unstable();
+                let expected: Vec<ParticipantId> =
+                    cameras.iter().filter(|(id, on)| **on && **id != receiver).map(|(id, _)| *id).collect();
+                assert_eq!(sorted, expected, "seed {seed}: {ranking:?}");
+                // The spotlight first, then the speaker, when they are in the ranking at all.
+                let leaders: Vec<ParticipantId> =
+                    spotlight.into_iter().chain(speaker).filter(|id| ranking.contains(id)).collect();
+                let mut deduplicated = leaders.clone();
+                deduplicated.dedup();
+                assert_eq!(ranking[..deduplicated.len()], deduplicated[..], "seed {seed}: {ranking:?}");
+            }
+        }
+    }
 }

@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         pin: "246810".into(),
         chair_pin: "135790".into(),
         sites: vec!["UBND tỉnh".into(), "Huyện A".into()],
+        last_n: 12,
         max_participants: 3,
     };
     let mut rooms = Rooms::new(&[room]);

@@ -28,6 +28,7 @@ pub fn room(name: &str, pin: &str) -> RoomConfig {
         pin: pin.into(),
         chair_pin: format!("{pin}9"),
         sites: vec!["UBND tỉnh".into(), "Huyện A".into(), "Huyện B".into()],
+        last_n: 12,
         max_participants: 50,
     }
 }
@@ -57,6 +58,8 @@ pub struct Browser {
     outbox: Vec<ClientMessage>,
     frames_written: u64,
     next_frame: Option<Instant>,
+    /// The RFC 6464 level its microphone reports (-127: silence); -30 is speech.
+    pub audio_level: i8,
 }
 
 impl Browser {
@@ -135,6 +138,7 @@ impl Meeting {
             outbox: Vec::new(),
             frames_written: 0,
             next_frame: None,
+            audio_level: -30,
         });
         self.command(Command::Open { id, address: address.ip(), host: None });
         let join = ClientMessage::Join {
@@ -322,6 +326,7 @@ impl Meeting {
             browser.next_frame = Some(at + Duration::from_millis(20));
             browser.frames_written += 1;
             let count = browser.frames_written;
+            let level = browser.audio_level;
             for (mid, kind) in browser.published.clone() {
                 let Some(writer) = browser.rtc.writer(mid) else { continue };
                 let codec = if kind == MediaKind::Audio { Codec::Opus } else { Codec::Vp8 };
@@ -331,7 +336,7 @@ impl Meeting {
                 };
                 if kind == MediaKind::Audio {
                     let time = MediaTime::new(count * 960, str0m::media::Frequency::FORTY_EIGHT_KHZ);
-                    let _ = writer.audio_level(-30, true).write(pt, now, time, vec![0xfc; 40]);
+                    let _ = writer.audio_level(level, level > -127).write(pt, now, time, vec![0xfc; 40]);
                 } else if count.is_multiple_of(5) {
                     let time = MediaTime::new(count * 1800, str0m::media::Frequency::NINETY_KHZ);
                     let keyframe = count.is_multiple_of(50);

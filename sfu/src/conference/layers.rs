@@ -1,7 +1,7 @@
 //! Layer selection for every receiver, and telling publishers which of their camera's
 //! simulcast layers anyone receives (the others are paused in the browser).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use str0m::media::Mid;
@@ -27,11 +27,15 @@ impl Conference {
     /// about audio-only mode and which camera layers to send.
     pub(super) fn select_layers(&mut self, now: Instant) {
         let mut published: HashMap<(ParticipantId, Mid), Vec<Layer>> = HashMap::new();
+        let mut cameras: HashSet<ParticipantId> = HashSet::new();
         for (id, member) in &mut self.members {
             let Some(peer) = member.peer.as_mut() else { continue };
             peer.measure(now);
-            for (mid, _, layers) in peer.video_layers() {
+            for (mid, source, layers) in peer.video_layers() {
                 published.insert((*id, mid), layers);
+                if source == MediaSource::Camera {
+                    cameras.insert(*id);
+                }
             }
         }
         let mut notices = Vec::new();
@@ -41,12 +45,19 @@ impl Conference {
             let loudest = self.rooms.loudest(now, *id, LOUDEST_AUDIO);
             let rooms = &self.rooms;
             peer.select_audio(|origin| loudest.contains(&origin) || !rooms.sends_audio_levels(origin));
+            // Last-N: only the best-ranked cameras that are published go to this browser,
+            // whatever its layout asks for; screen shares always do.
+            let (ranking, last_n) = rooms.video_ranking(*id);
+            let video: Vec<ParticipantId> =
+                ranking.into_iter().filter(|origin| cameras.contains(origin)).take(last_n).collect();
             let layout = member.layout.as_ref();
             let allocation = peer.select_layers(now, INITIAL_ESTIMATE, |origin, mid, source| {
                 let layers = published.get(&(origin, mid))?;
                 let position = |list: &[ParticipantId]| list.iter().position(|listed| *listed == origin);
                 let (priority, rank) = match (source, layout) {
-                    (MediaSource::Screen, _) | (_, None) => (Priority::High, 0),
+                    (MediaSource::Screen, _) => (Priority::High, 0),
+                    (_, _) if !video.contains(&origin) => (Priority::Off, 0),
+                    (_, None) => (Priority::High, 0),
                     (_, Some(layout)) => match (position(&layout.high), position(&layout.low)) {
                         (Some(rank), _) => (Priority::High, rank),
                         (None, Some(rank)) => (Priority::Low, rank),
@@ -77,6 +88,10 @@ impl Conference {
                     let kbps = peer.estimate().unwrap_or(INITIAL_ESTIMATE) / 1000;
                     notices.push((*id, ServerMessage::Bandwidth { kbps, audio_only: allocation.audio_only }));
                 }
+            }
+            if member.last_n.as_ref() != Some(&video) {
+                notices.push((*id, ServerMessage::LastN { video: video.clone() }));
+                member.last_n = Some(video);
             }
             for (origin, mid, layer) in peer.layers_in_use() {
                 in_use.entry((origin, mid)).or_default().push(layer);

@@ -120,6 +120,8 @@ struct Member {
     mode_change_since: Option<Instant>,
     /// The camera layers the browser was last told to send; `None` until first told.
     active_layers: Option<Vec<String>>,
+    /// Whose cameras the browser was last told it receives (last-N); `None` until told.
+    last_n: Option<Vec<ParticipantId>>,
 }
 
 /// A page's layout: whose camera it shows large and whose as a thumbnail.
@@ -240,6 +242,7 @@ impl Conference {
                     audio_only: false,
                     mode_change_since: None,
                     active_layers: None,
+                    last_n: None,
                 };
                 self.members.insert(id, member);
             }

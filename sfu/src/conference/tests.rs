@@ -401,3 +401,52 @@ fn a_reported_media_path_reaches_the_room_and_no_ice_servers_without_turn() {
     assert!(meeting.run_until(Duration::from_secs(2), |meeting| updated(&meeting.browsers[a].messages)));
     assert!(!updated(&meeting.browsers[c].messages), "the other room heard of it");
 }
+
+fn last_n_messages(meeting: &Meeting, index: usize) -> Vec<Vec<crate::protocol::ParticipantId>> {
+    let messages = meeting.browsers[index].messages.iter();
+    messages
+        .filter_map(|message| match message {
+            ServerMessage::LastN { video } => Some(video.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn last_n_forwards_only_the_ranked_cameras_and_follows_the_speaker() {
+    let mut config = room("giao-ban", "246810");
+    config.last_n = 2;
+    let mut meeting = Meeting::new(&[config]);
+    let sites = ["UBND tỉnh", "Huyện A", "Huyện B", "Huyện A", "Huyện B"];
+    let browsers: Vec<usize> = sites.iter().map(|site| meeting.join("giao-ban", site, "246810")).collect();
+    for &index in &browsers {
+        meeting.publish(index);
+        meeting.browsers[index].audio_level = -127;
+    }
+    let ids: Vec<crate::protocol::ParticipantId> = browsers.iter().map(|&index| meeting.browsers[index].id).collect();
+    let receiver = browsers[0];
+    let frames =
+        |meeting: &Meeting, origin: usize| meeting.browsers[receiver].frames_from(ids[origin], MediaKind::Video);
+    // Nobody speaks: the first two to arrive (not the receiver itself).
+    assert!(meeting.run_until(Duration::from_secs(10), |m| frames(m, 1) > 10 && frames(m, 2) > 10));
+    assert_eq!(last_n_messages(&meeting, receiver).last(), Some(&vec![ids[1], ids[2]]));
+    meeting.run_until(Duration::from_secs(2), |_| false);
+    assert_eq!((frames(&meeting, 3), frames(&meeting, 4)), (0, 0), "cameras outside last-N were sent");
+    // Its audio still arrives: last-N limits cameras, not the loudest voices.
+    assert!(meeting.browsers[receiver].frames_from(ids[4], MediaKind::Audio) > 0);
+
+    // The last site starts speaking: its camera replaces the second of the first two.
+    meeting.browsers[browsers[4]].audio_level = -20;
+    assert!(
+        meeting
+            .run_until(Duration::from_secs(5), |m| last_n_messages(m, receiver).last() == Some(&vec![ids[4], ids[1]]))
+    );
+    assert!(meeting.run_until(Duration::from_secs(5), |m| frames(m, 4) > 10), "the speaker's camera did not come");
+    meeting.run_until(Duration::from_secs(1), |_| false);
+    let dropped = frames(&meeting, 2);
+    meeting.run_until(Duration::from_secs(3), |_| false);
+    assert_eq!(frames(&meeting, 2), dropped, "a camera that left last-N is still sent");
+    assert_eq!(frames(&meeting, 3), 0);
+    // The speaker itself receives the others in the same order, never its own camera.
+    assert_eq!(last_n_messages(&meeting, browsers[4]).last(), Some(&vec![ids[0], ids[1]]));
+}
