@@ -617,7 +617,8 @@ async function updateConnectionIndicators() {
         const loss = received + lost > 0 ? lost / (received + lost) : 0;
         const frames = now.framesDecoded - before.framesDecoded;
         const participant = state.participants.get(id);
-        const expectsVideo = participant && participant.camera;
+        // A site outside last-N sends us no video by design.
+        const expectsVideo = participant && participant.camera && (state.lastN === null || state.lastN.includes(id));
         // Nothing at all from a site with its camera off is silence (only the loudest
         // voices are forwarded), not a bad link.
         if (received === 0) quality = expectsVideo ? 'poor' : 'unknown';

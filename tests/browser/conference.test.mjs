@@ -23,6 +23,8 @@ const browserPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const ROOM = 'giao-ban';
 const PIN = '246810';
 const CHAIR_PIN = '135790';
+// A room with last_n = 1: each browser receives one camera, the other sites by name.
+const COMMUNE_ROOM = 'hop-xa';
 
 let server;
 let serverLog = '';
@@ -93,6 +95,13 @@ pin = "${PIN}"
 chair_pin = "${CHAIR_PIN}"
 sites = ["UBND tỉnh", "Huyện A", "Huyện B"]
 max_participants = 50
+[[conference.room]]
+name = "${COMMUNE_ROOM}"
+title = "Họp trực tuyến với các xã"
+pin = "${PIN}"
+chair_pin = "${CHAIR_PIN}"
+sites = ["UBND tỉnh", "Xã Phước Dinh", "Xã Nhị Hà"]
+last_n = 1
 `;
   const configPath = join(workDir, 'lienthong.toml');
   writeFileSync(configPath, config);
@@ -130,11 +139,11 @@ after(async () => {
   if (workDir) rmSync(workDir, { recursive: true, force: true });
 });
 
-async function openPage() {
+async function openPage(room = ROOM) {
   const context = await browser.newContext({ permissions: ['camera', 'microphone'], viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   page.on('pageerror', (error) => console.error('page error:', error.message));
-  await page.goto(`${baseUrl}/r/${ROOM}`);
+  await page.goto(`${baseUrl}/r/${room}`);
   await page.waitForSelector('#join-site option', { state: 'attached' });
   return page;
 }
@@ -146,8 +155,8 @@ async function fillJoin(page, name, site, pin) {
   await page.click('#join-submit');
 }
 
-async function joinRoom(name, site, pin) {
-  const page = await openPage();
+async function joinRoom(name, site, pin, room = ROOM) {
+  const page = await openPage(room);
   await fillJoin(page, name, site, pin);
   await page.waitForFunction(() => window.lienthong.state.me !== null, null, { timeout: 15000 });
   return page;
@@ -470,5 +479,47 @@ test('simulcast: the spotlight on a desk screen gets a high layer of a 1280x720 
     await smallContext.close();
   } finally {
     await hd.close().catch(() => {});
+  }
+});
+
+test('last-N: in a room with last_n = 1 each site receives one camera, shows the others by name, and the spotlight takes the place', async () => {
+  const chair = await joinRoom('Chủ trì', 'UBND tỉnh', CHAIR_PIN, COMMUNE_ROOM);
+  const first = await joinRoom('Cán bộ xã', 'Xã Phước Dinh', PIN, COMMUNE_ROOM);
+  const second = await joinRoom('Cán bộ xã', 'Xã Nhị Hà', PIN, COMMUNE_ROOM);
+  try {
+    // Microphones off: the fake devices all beep alike, and the active speaker (which moves
+    // cameras into last-N, tested in sfu/src/conference/tests.rs) would move between them.
+    for (const page of [chair, first, second]) await page.evaluate(() => window.lienthong.setMicrophone(false));
+    const [chairId, firstId, secondId] = await Promise.all([chair, first, second].map(myId));
+    const nameTiles = (page) => page.$$eval('#tiles .tile.name-only', (tiles) => tiles.map((tile) => Number(tile.dataset.participant)));
+    const lastN = (page) => page.evaluate(() => window.lienthong.state.lastN);
+    for (const [who, page, me] of [['chair', chair, chairId], ['first', first, firstId], ['second', second, secondId]]) {
+      const video = await waitFor(`${who} to be told its one camera`, async () => {
+        const list = await lastN(page);
+        return list && list.length === 1 && list;
+      });
+      assert.notEqual(video[0], me);
+      const others = [chairId, firstId, secondId].filter((id) => id !== me && id !== video[0]);
+      await waitFor(`${who} to show the other site by name`, async () => JSON.stringify(await nameTiles(page)) === JSON.stringify(others));
+      await waitFor(`${who} to decode the camera it receives`, async () => ((await stats(page))[video[0]] || { framesDecoded: 0 }).framesDecoded > 0);
+      assert.equal(await page.textContent('#name-count'), '1 điểm cầu khác (không hiện hình)');
+      assert.equal(await page.isVisible('#name-pager'), true);
+      // The site shown by name sends this browser no pictures.
+      const before = ((await stats(page))[others[0]] || { framesDecoded: 0 }).framesDecoded;
+      await new Promise((done) => setTimeout(done, 2000));
+      assert.equal(((await stats(page))[others[0]] || { framesDecoded: 0 }).framesDecoded, before, `${who} decoded a camera outside last-N`);
+    }
+    // The chair gives the floor to the site the chair sees by name: it takes the one place.
+    const named = (await nameTiles(chair))[0];
+    await chair.click(`#tiles .tile[data-participant="${named}"] [data-action="spotlight"]`);
+    for (const [who, page, me] of [['chair', chair, chairId], ['first', first, firstId], ['second', second, secondId]]) {
+      if (me === named) continue;
+      await waitFor(`${who} to receive the spotlight's camera`, async () => JSON.stringify(await lastN(page)) === JSON.stringify([named]));
+      await waitFor(`${who} to show the spotlight as a video tile`, async () => !(await nameTiles(page)).includes(named));
+      const start = ((await stats(page))[named] || { framesDecoded: 0 }).framesDecoded;
+      await waitFor(`${who} to decode the spotlight`, async () => ((await stats(page))[named] || { framesDecoded: 0 }).framesDecoded > start + 5);
+    }
+  } finally {
+    for (const page of [chair, first, second]) await page.context().close().catch(() => {});
   }
 });
