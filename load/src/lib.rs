@@ -25,7 +25,7 @@ pub mod run;
 pub mod stats;
 
 pub use report::Report;
-pub use run::{Plan, Target, run};
+pub use run::{ForwardingCaps, Plan, Target, run};
 
 /// Errors of a load run.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use clap::{Parser, ValueEnum};
 use lienthong_load::janus::JanusTarget;
 use lienthong_load::lienthong::LienthongTarget;
 use lienthong_load::media::VideoShape;
-use lienthong_load::{Plan, Target};
+use lienthong_load::{ForwardingCaps, Plan, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Server {
@@ -83,6 +83,12 @@ struct Arguments {
     /// the address Janus gathers on (its `ice_enforce_list`).
     #[arg(long, default_value = "127.0.0.1")]
     client_ip: std::net::IpAddr,
+    /// lienthong: the room's `last_n`, the cameras it forwards to each receiver at most.
+    #[arg(long, default_value_t = 12)]
+    last_n: usize,
+    /// lienthong: the microphones it forwards to each receiver (the loudest few).
+    #[arg(long, default_value_t = 3)]
+    loudest_audio: usize,
     /// Print the report as one JSON object instead of a line of text.
     #[arg(long)]
     json: bool,
@@ -129,6 +135,8 @@ fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs(arguments.duration),
         server_pid: arguments.server_pid,
         client_address: arguments.client_ip,
+        forwarding_caps: (arguments.server == Server::Lienthong)
+            .then_some(ForwardingCaps { cameras: arguments.last_n, microphones: arguments.loudest_audio }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let report = runtime.block_on(lienthong_load::run(&plan)).context("load run")?;

@@ -55,6 +55,16 @@ pub struct Plan {
     /// Where the clients' media sockets bind: an address the SFU's candidates can reach
     /// (Janus never offers loopback candidates, so it needs the machine's own address).
     pub client_address: std::net::IpAddr,
+    /// What the SFU forwards to each receiver at most, when it selects: cameras (lienthong's
+    /// room `last_n`) and microphones (the loudest few). `None`: everything (Janus).
+    pub forwarding_caps: Option<ForwardingCaps>,
+}
+
+/// A selective SFU's caps per receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardingCaps {
+    pub cameras: usize,
+    pub microphones: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -65,10 +75,10 @@ struct Site {
 }
 
 impl Site {
-    /// Tracks of this site that the server forwards to others.
-    fn forwarded_tracks(&self) -> usize {
+    /// This site's (cameras, microphones) that the server forwards to others.
+    fn forwarded_tracks(&self) -> (usize, usize) {
         let audio = self.publication.audio_bitrate.is_some() && !self.muted;
-        usize::from(self.publication.video.is_some()) + usize::from(audio)
+        (usize::from(self.publication.video.is_some()), usize::from(audio))
     }
 }
 
@@ -87,11 +97,20 @@ impl Plan {
         publishers.chain(receivers).collect()
     }
 
-    /// Streams all receivers together should get: every other site's audio and video.
+    /// Streams all receivers together should get: every other site's audio and video, or
+    /// as many as the SFU's caps let through to each.
     pub fn expected_streams(&self) -> usize {
         let sites = self.sites();
-        let all: usize = sites.iter().map(Site::forwarded_tracks).sum();
-        sites.iter().filter(|site| site.receives).map(|site| all - site.forwarded_tracks()).sum()
+        let (cameras, microphones) =
+            sites.iter().map(Site::forwarded_tracks).fold((0, 0), |(v, a), (site_v, site_a)| (v + site_v, a + site_a));
+        let caps = self.forwarding_caps.unwrap_or(ForwardingCaps { cameras: usize::MAX, microphones: usize::MAX });
+        let receiving = sites.iter().filter(|site| site.receives);
+        receiving
+            .map(|site| {
+                let (own_cameras, own_microphones) = site.forwarded_tracks();
+                (cameras - own_cameras).min(caps.cameras) + (microphones - own_microphones).min(caps.microphones)
+            })
+            .sum()
     }
 }
 
@@ -264,6 +283,7 @@ mod tests {
             duration: Duration::from_secs(1),
             server_pid: None,
             client_address: std::net::Ipv4Addr::LOCALHOST.into(),
+            forwarding_caps: None,
         }
     }
 
@@ -275,5 +295,17 @@ mod tests {
         assert_eq!(plan(1, 0, 0, false).expected_streams(), 0, "a publisher nobody receives");
         let muted = Plan { mute_audio_only: true, ..plan(12, 38, 0, true) };
         assert_eq!(muted.expected_streams(), 12 * 11 * 2 + 38 * 12 * 2, "muted sites only receive");
+        // lienthong: at most 12 cameras (last_n) and the 3 loudest microphones to each.
+        let caps = Some(ForwardingCaps { cameras: 12, microphones: 3 });
+        assert_eq!(
+            Plan { forwarding_caps: caps, ..plan(12, 38, 0, true) }.expected_streams(),
+            12 * (11 + 3) + 38 * (12 + 3)
+        );
+        let few = Some(ForwardingCaps { cameras: 2, microphones: 3 });
+        assert_eq!(
+            Plan { forwarding_caps: few, ..plan(1, 0, 4, false) }.expected_streams(),
+            4 * 2,
+            "fewer than the caps"
+        );
     }
 }

@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 /// The protocol version a client must name in its `join`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Largest accepted text message. An SDP offer from a browser with a few m-lines is 5 to
-/// 15 KB; four times that leaves room for many tracks without letting a client make us
-/// buffer megabytes.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest accepted text message. A browser's SDP answer carries one m-line of about 1 KB per
+/// track it receives: ~60 KB in a room of 50 (50 microphones, 12 cameras), ~220 KB for 200
+/// communes. 512 KiB leaves room for that without letting a client make us buffer megabytes
+/// (connections are capped per address and in total, see `limits.rs`).
+pub const MAX_MESSAGE_BYTES: usize = 512 * 1024;
 
 /// Longest display name, in characters.
 pub const MAX_NAME_CHARS: usize = 60;

@@ -98,7 +98,8 @@ async fn malformed_and_oversized_messages_close_with_a_reason() {
     assert!(reason.starts_with("malformed message"), "{reason}");
 
     let mut socket = connect(&service).await;
-    let huge = json!({"type": "answer", "sdp": "a".repeat(70 * 1024)}).to_string();
+    let huge =
+        json!({"type": "answer", "sdp": "a".repeat(lienthong_sfu::protocol::MAX_MESSAGE_BYTES + 1024)}).to_string();
     socket.send(Message::Text(huge.into())).await.unwrap();
     let (code, reason) = closed(&mut socket).await;
     assert_eq!(code, 1009);
