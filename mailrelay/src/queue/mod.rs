@@ -38,6 +38,10 @@ pub struct Meta {
     pub last_error: Option<String>,
     pub history: Vec<String>,
     pub size: u64,
+    /// Accepted with `REQUIRETLS` (RFC 8689). Absent in records written before it existed,
+    /// and left out when false, so such records read the same both ways.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_tls: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -90,6 +94,7 @@ impl Meta {
             last_error: None,
             history: Vec::new(),
             size,
+            require_tls: envelope.require_tls,
         }
     }
 }
