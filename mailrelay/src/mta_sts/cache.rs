@@ -70,7 +70,7 @@ impl Cache {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.domains.len()
     }
 
