@@ -141,16 +141,30 @@ struct Relay {
 /// A relay whose MX lookups send each domain of `routes` to its address, with `policies`
 /// (domain -> (mode, mx)) published by DNS and the HTTPS server.
 async fn relay(ca: &TestCa, routes: &[(&str, SocketAddr)], policies: &[(&str, &str, &str)]) -> Relay {
-    let txt = policies
-        .iter()
-        .map(|(domain, _, _)| (format!("_mta-sts.{domain}"), "v=STSv1; id=20261202T0400;".to_owned()))
-        .collect();
+    relay_in(tempfile::tempdir().unwrap(), ca, routes, policies, "20261202T0400", true).await
+}
+
+/// Like [`relay`] in `state`, with TXT records announcing `id`, and the HTTPS server
+/// answering 404 to everything unless `served`.
+async fn relay_in(
+    state: tempfile::TempDir,
+    ca: &TestCa,
+    routes: &[(&str, SocketAddr)],
+    policies: &[(&str, &str, &str)],
+    id: &str,
+    served: bool,
+) -> Relay {
+    let txt =
+        policies.iter().map(|(domain, _, _)| (format!("_mta-sts.{domain}"), format!("v=STSv1; id={id};"))).collect();
     let dns = dns(txt).await;
     let hosts: Vec<String> = policies.iter().map(|(domain, _, _)| format!("mta-sts.{domain}")).collect();
     let tls = ca.server(&hosts.iter().map(String::as_str).collect::<Vec<_>>());
-    let bodies = policies.iter().map(|(domain, mode, mx)| (format!("mta-sts.{domain}"), policy(mode, mx))).collect();
+    let bodies = policies
+        .iter()
+        .filter(|_| served)
+        .map(|(domain, mode, mx)| (format!("mta-sts.{domain}"), policy(mode, mx)))
+        .collect();
     let (port, fetches) = policy_server(tls, bodies).await;
-    let state = tempfile::tempdir().unwrap();
     std::fs::write(state.path().join("ca.pem"), &ca.pem).unwrap();
     let (sink, sink_address) = Sink::start().await;
     let ports = Ports::new();
@@ -236,6 +250,34 @@ async fn mta_sts_enforce_never_sends_in_clear_and_testing_delivers() {
     assert!(relay.fetches.load(Ordering::SeqCst) <= 3, "{}", relay.fetches.load(Ordering::SeqCst));
     assert!(relay.service.queue_list().await.is_empty());
     relay.service.shutdown().await;
+}
+
+/// RFC 8461 5.1: a policy once fetched holds until its max_age, across a restart (it is saved
+/// in `state_dir`), even when the TXT id changes and the new policy cannot be fetched.
+#[tokio::test]
+async fn a_cached_enforce_policy_survives_a_restart_and_a_failed_refresh() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ca = TestCa::new();
+    let (clear, clear_address) = Capture::start(None).await;
+    let routes = [("nho.example", clear_address)];
+    let policies = [("nho.example", "enforce", "nho.example")];
+    let first = relay(&ca, &routes, &policies).await;
+    send_clear(first.ports.mx, "a@nho.example", "").await;
+    assert!(deferred_with(&first.service, "STARTTLS").await, "{}", last_error(&first.service).await);
+    let queued = first.service.queue_list().await;
+    first.service.queue_remove(&queued[0].id).await;
+    first.service.shutdown().await;
+    let saved = first._state.path().join("mail").join("mta-sts.json");
+    let mode = std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(std::fs::read_to_string(&saved).unwrap().contains("nho.example"));
+
+    let second = relay_in(first._state, &ca, &routes, &policies, "changed2", false).await;
+    send_clear(second.ports.mx, "b@nho.example", "").await;
+    assert!(deferred_with(&second.service, "STARTTLS").await, "{}", last_error(&second.service).await);
+    assert!(second.fetches.load(Ordering::SeqCst) >= 1, "the new id was tried");
+    assert!(clear.transactions().is_empty(), "never delivered in clear: {:?}", clear.commands());
+    second.service.shutdown().await;
 }
 
 #[tokio::test]
