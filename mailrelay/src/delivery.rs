@@ -129,13 +129,15 @@ async fn deliver_group(
     };
     // RFC 8689 4.2.1: the requirement binds messages with a return path; a bounce goes as before.
     let requiretls = meta.require_tls && meta.sender.is_some();
-    let (targets, tls_policy, testing) = match destination {
-        Destination::Local(address) => {
-            (vec![Exchanger { host: address.ip().to_string(), address: *address }], TlsPolicy::Opportunistic, None)
-        }
+    let (targets, tls_policy, report) = match destination {
+        Destination::Local(address) => (
+            vec![Exchanger { host: address.ip().to_string(), address: *address }],
+            TlsPolicy::Opportunistic,
+            secure::Report::Nothing,
+        ),
         Destination::Smarthost(address, tls) => {
             let policy = if requiretls { TlsPolicy::Required } else { *tls };
-            (vec![Exchanger { host: address.ip().to_string(), address: *address }], policy, None)
+            (vec![Exchanger { host: address.ip().to_string(), address: *address }], policy, secure::Report::Nothing)
         }
         Destination::Exchangers(domain) => match shared.lookup.mail_exchangers(domain).await {
             Ok(exchangers) => {
@@ -150,7 +152,7 @@ async fn deliver_group(
                     None
                 };
                 match secure::plan(domain, exchangers, policy.as_ref(), asks) {
-                    secure::Plan::Send { hosts, tls, testing } => (hosts, tls, testing),
+                    secure::Plan::Send { hosts, tls, report } => (hosts, tls, report),
                     secure::Plan::Refuse { permanent, diagnostic } => {
                         let mode = if requiretls { "requiretls" } else { "enforce" };
                         metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => mode).increment(1);
@@ -195,7 +197,7 @@ async fn deliver_group(
     // REQUIRETLS bounces only when every host failed for want of TLS, not of a network.
     let mut only_insecure = true;
     for Exchanger { host, address } in &targets {
-        if let Some(policy) = &testing
+        if let secure::Report::Testing(policy) = &report
             && !policy.allows(host)
         {
             metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "testing").increment(1);
@@ -203,7 +205,7 @@ async fn deliver_group(
         }
         match shared.client.send(*address, host, tls_policy, &outgoing).await {
             Ok((tls, replies)) => {
-                if testing.is_some() && tls.is_none() {
+                if matches!(report, secure::Report::Testing(_)) && tls.is_none() {
                     metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "testing").increment(1);
                     tracing::warn!(queue_id = %meta.id, %host, "MTA-STS testing: sent without TLS");
                 }
@@ -232,6 +234,11 @@ async fn deliver_group(
             }
             Err(failure) if failure.permanent => return failed_all(true, failure.message, Some(host.clone())),
             Err(failure) => {
+                if failure.security && report == secure::Report::Enforced {
+                    metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "enforce").increment(1);
+                    tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message,
+                        "MTA-STS enforce: no verified TLS to this MX host; not sending in clear");
+                }
                 only_insecure = false;
                 last_failure = failure.message;
             }

@@ -17,12 +17,22 @@ pub struct Asks {
     pub policy_waived: bool,
 }
 
+/// What an MTA-STS policy does to this delivery, for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    /// No policy applies (none, `none`, waived, or `REQUIRETLS` decided).
+    Nothing,
+    /// A `testing` policy: its failures are logged and counted, delivery goes on.
+    Testing(Policy),
+    /// An `enforce` policy chose the hosts and requires TLS: a TLS failure is its failure.
+    Enforced,
+}
+
 /// The decision for one domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
-    /// Try these hosts in order with `tls`; `testing` holds a `testing` policy whose
-    /// failures are only reported.
-    Send { hosts: Vec<Exchanger>, tls: TlsPolicy, testing: Option<Policy> },
+    /// Try these hosts in order with `tls`.
+    Send { hosts: Vec<Exchanger>, tls: TlsPolicy, report: Report },
     /// No host may be used; `permanent` bounces, else the message waits.
     Refuse { permanent: bool, diagnostic: String },
 }
@@ -47,7 +57,7 @@ pub fn plan(domain: &str, exchangers: Vec<Exchanger>, policy: Option<&Policy>, a
                 diagnostic: format!("550 5.7.10 REQUIRETLS: no MX host of {domain} is listed in its MTA-STS policy"),
             };
         }
-        return Plan::Send { hosts, tls: TlsPolicy::Required, testing: None };
+        return Plan::Send { hosts, tls: TlsPolicy::Required, report: Report::Nothing };
     }
     let policy = policy.filter(|_| !asks.policy_waived);
     match policy.map(|policy| (policy, policy.mode)) {
@@ -59,12 +69,12 @@ pub fn plan(domain: &str, exchangers: Vec<Exchanger>, policy: Option<&Policy>, a
                     diagnostic: format!("451 4.7.5 MTA-STS: no MX host of {domain} matches its enforced policy"),
                 };
             }
-            Plan::Send { hosts, tls: TlsPolicy::Required, testing: None }
+            Plan::Send { hosts, tls: TlsPolicy::Required, report: Report::Enforced }
         }
         Some((policy, Mode::Testing)) => {
-            Plan::Send { hosts: exchangers, tls: operator_tls, testing: Some(policy.clone()) }
+            Plan::Send { hosts: exchangers, tls: operator_tls, report: Report::Testing(policy.clone()) }
         }
-        Some((_, Mode::None)) | None => Plan::Send { hosts: exchangers, tls: operator_tls, testing: None },
+        Some((_, Mode::None)) | None => Plan::Send { hosts: exchangers, tls: operator_tls, report: Report::Nothing },
     }
 }
 
@@ -92,11 +102,11 @@ mod tests {
 
     #[test]
     fn enforce_keeps_only_listed_hosts_and_requires_verified_tls() {
-        let Plan::Send { hosts, tls, testing } = plan("example.vn", both(), Some(&policy("enforce")), PLAIN) else {
+        let Plan::Send { hosts, tls, report } = plan("example.vn", both(), Some(&policy("enforce")), PLAIN) else {
             panic!()
         };
         assert_eq!(hosts.iter().map(|host| host.host.as_str()).collect::<Vec<_>>(), ["mx1.example.vn"]);
-        assert_eq!((tls, testing), (TlsPolicy::Required, None));
+        assert_eq!((tls, report), (TlsPolicy::Required, Report::Enforced));
         let only_evil = vec![both()[1].clone()];
         let refused = plan("example.vn", only_evil, Some(&policy("enforce")), PLAIN);
         assert!(
