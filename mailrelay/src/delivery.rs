@@ -203,12 +203,26 @@ async fn deliver_group(
             metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "testing").increment(1);
             tracing::warn!(queue_id = %meta.id, %host, "MTA-STS testing: this MX host is not in the policy (sent anyway)");
         }
-        match shared.client.send(*address, host, tls_policy, &outgoing).await {
-            Ok((tls, replies)) => {
-                if matches!(report, secure::Report::Testing(_)) && tls.is_none() {
-                    metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "testing").increment(1);
-                    tracing::warn!(queue_id = %meta.id, %host, "MTA-STS testing: sent without TLS");
+        let sent = match &report {
+            // What `enforce` would require is tried first; its failures happen before MAIL,
+            // and the message then goes as without a policy.
+            secure::Report::Testing(_) => {
+                match shared.client.send(*address, host, TlsPolicy::Required, &outgoing).await {
+                    Err(failure) if failure.security => {
+                        metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "testing").increment(1);
+                        tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message,
+                        "MTA-STS testing: enforce would have failed; sending as without a policy");
+                        shared.client.send(*address, host, tls_policy, &outgoing).await
+                    }
+                    sent => sent,
                 }
+            }
+            secure::Report::Nothing | secure::Report::Enforced => {
+                shared.client.send(*address, host, tls_policy, &outgoing).await
+            }
+        };
+        match sent {
+            Ok((tls, replies)) => {
                 let relay = match &tls {
                     Some(tls) => format!("{host}[{address}] ({tls})"),
                     None => format!("{host}[{address}]"),

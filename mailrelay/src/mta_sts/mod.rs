@@ -119,6 +119,8 @@ impl MtaSts {
             None => self.refresh(domain, id, now_unix).await.or_else(|| cached.map(|cached| cached.policy)),
         };
         drop(guard);
+        drop(gate);
+        // The last one out removes the gate: the table holds only domains being fetched.
         let mut fetching = self.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if fetching.get(domain).is_some_and(|gate| Arc::strong_count(gate) == 1) {
             fetching.remove(domain);
