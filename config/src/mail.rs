@@ -70,6 +70,7 @@ struct RawOutbound {
     #[serde(default)]
     require_tls_to: Vec<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
+    mta_sts: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +188,9 @@ pub struct Outbound {
     /// PEM file of extra trust anchors (the government network's own CA) for `require_tls_to`,
     /// added to the system's roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Look up the recipient domain's MTA-STS policy (RFC 8461) and, in `enforce` mode, send
+    /// only to its listed MX hosts over TLS whose certificate verifies.
+    pub mta_sts: bool,
 }
 
 /// Retry schedule: from `retry_after`, doubling up to `max_retry_interval`, bounce after `give_up_after`.
@@ -405,7 +409,7 @@ pub(crate) fn validate(raw: RawMail, server: &Server, context: &mut Context<'_>)
         dmarc_enforcement,
         domains,
         users,
-        outbound: Outbound { smarthost, require_tls_to, ca_file },
+        outbound: Outbound { smarthost, require_tls_to, ca_file, mta_sts: raw_outbound.mta_sts.unwrap_or(true) },
         queue: QueuePolicy { retry_after, max_retry_interval, give_up_after },
     }
 }

@@ -10,10 +10,14 @@ use tokio::sync::{Semaphore, watch};
 use crate::address::Address;
 use crate::audit;
 use crate::dsn::{self, FailedRecipient};
+use crate::message;
 use crate::outbound::{Outgoing, TlsPolicy};
 use crate::queue::journal::Location;
 use crate::queue::{Meta, backoff};
+use crate::resolver::Exchanger;
 use crate::{Shared, unix_now};
+
+mod secure;
 
 /// Deliveries running at once.
 const MAX_PARALLEL_DELIVERIES: usize = 64;
@@ -23,8 +27,10 @@ const MAX_HISTORY: usize = 20;
 /// Where a group of recipients goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Destination {
-    /// A local domain's mailbox server, or the smarthost.
-    Direct(SocketAddr, bool),
+    /// A local domain's mailbox server (final delivery: TLS when offered).
+    Local(SocketAddr),
+    /// The smarthost, with TLS required when the domain is in `require_tls_to`.
+    Smarthost(SocketAddr, TlsPolicy),
     /// The MX hosts of this domain.
     Exchangers(String),
 }
@@ -88,8 +94,11 @@ async fn deliver(shared: &Shared, mut meta: Meta, location: Location) {
     for (index, recipient) in meta.recipients.iter().enumerate() {
         let domain = recipient.address.domain.clone();
         let destination = match (routes.local.get(&domain), routes.smarthost) {
-            (Some(address), _) => Destination::Direct(*address, false),
-            (None, Some(smarthost)) => Destination::Direct(smarthost, routes.requires_tls(&domain)),
+            (Some(address), _) => Destination::Local(*address),
+            (None, Some(smarthost)) => {
+                let tls = if routes.requires_tls(&domain) { TlsPolicy::Required } else { TlsPolicy::Opportunistic };
+                Destination::Smarthost(smarthost, tls)
+            }
             (None, None) => Destination::Exchangers(domain),
         };
         groups.entry(destination).or_default().push(index);
@@ -118,15 +127,42 @@ async fn deliver_group(
             .map(|_| Outcome::Failed { permanent, diagnostic: diagnostic.clone(), remote: remote.clone() })
             .collect()
     };
-    let (targets, tls_policy) = match destination {
-        Destination::Direct(address, require_tls) => {
-            let policy = if *require_tls { TlsPolicy::Required } else { TlsPolicy::Opportunistic };
-            (vec![(address.ip().to_string(), *address)], policy)
+    // RFC 8689 4.2.1: the requirement binds messages with a return path; a bounce goes as before.
+    let requiretls = meta.require_tls && meta.sender.is_some();
+    let (targets, tls_policy, report) = match destination {
+        Destination::Local(address) => (
+            vec![Exchanger { host: address.ip().to_string(), address: *address }],
+            TlsPolicy::Opportunistic,
+            secure::Report::Nothing,
+        ),
+        Destination::Smarthost(address, tls) => {
+            let policy = if requiretls { TlsPolicy::Required } else { *tls };
+            (vec![Exchanger { host: address.ip().to_string(), address: *address }], policy, secure::Report::Nothing)
         }
         Destination::Exchangers(domain) => match shared.lookup.mail_exchangers(domain).await {
             Ok(exchangers) => {
-                let policy = if routes.requires_tls(domain) { TlsPolicy::Required } else { TlsPolicy::Opportunistic };
-                (exchangers.into_iter().map(|exchanger| (exchanger.host, exchanger.address)).collect(), policy)
+                let asks = secure::Asks {
+                    operator_requires_tls: routes.requires_tls(domain),
+                    requiretls,
+                    policy_waived: message::waives_tls_policy(message::header_section(content)),
+                };
+                let policy = if routes.mta_sts && (requiretls || !asks.policy_waived) {
+                    shared.mta_sts.policy(domain, unix_now()).await
+                } else {
+                    None
+                };
+                match secure::plan(domain, exchangers, policy.as_ref(), asks) {
+                    secure::Plan::Send { hosts, tls, report } => (hosts, tls, report),
+                    secure::Plan::Refuse { permanent, diagnostic } => {
+                        let mode = if requiretls { "requiretls" } else { "enforce" };
+                        metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => mode).increment(1);
+                        if requiretls {
+                            metrics::counter!("lienthong_mail_requiretls_refused_total", "stage" => "delivery")
+                                .increment(1);
+                        }
+                        return failed_all(permanent, diagnostic, None);
+                    }
+                }
             }
             Err(failure) => {
                 let code = if failure.permanent { "550" } else { "451" };
@@ -155,10 +191,37 @@ async fn deliver_group(
         smtputf8: meta.smtputf8,
         return_full: meta.return_full,
         envelope_id: meta.envelope_id.as_ref(),
+        require_tls: requiretls && !matches!(destination, Destination::Local(_)),
     };
     let mut last_failure = String::from("451 4.4.0 no host to try");
-    for (host, address) in &targets {
-        match shared.client.send(*address, host, tls_policy, &outgoing).await {
+    // REQUIRETLS bounces only when every host failed for want of TLS, not of a network.
+    let mut only_insecure = true;
+    for Exchanger { host, address } in &targets {
+        if let secure::Report::Testing(policy) = &report
+            && !policy.allows(host)
+        {
+            metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "testing").increment(1);
+            tracing::warn!(queue_id = %meta.id, %host, "MTA-STS testing: this MX host is not in the policy (sent anyway)");
+        }
+        let sent = match &report {
+            // What `enforce` would require is tried first; its failures happen before MAIL,
+            // and the message then goes as without a policy.
+            secure::Report::Testing(_) => {
+                match shared.client.send(*address, host, TlsPolicy::Required, &outgoing).await {
+                    Err(failure) if failure.security => {
+                        metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "testing").increment(1);
+                        tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message,
+                        "MTA-STS testing: enforce would have failed; sending as without a policy");
+                        shared.client.send(*address, host, tls_policy, &outgoing).await
+                    }
+                    sent => sent,
+                }
+            }
+            secure::Report::Nothing | secure::Report::Enforced => {
+                shared.client.send(*address, host, tls_policy, &outgoing).await
+            }
+        };
+        match sent {
             Ok((tls, replies)) => {
                 let relay = match &tls {
                     Some(tls) => format!("{host}[{address}] ({tls})"),
@@ -176,9 +239,28 @@ async fn deliver_group(
                     })
                     .collect();
             }
+            Err(failure) if outgoing.require_tls && failure.security => {
+                tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message, "REQUIRETLS: next hop refused");
+                last_failure = match failure.message.strip_prefix("550 5.7.10 ") {
+                    Some(reason) => format!("550 5.7.10 {reason} ({host})"),
+                    None => format!("550 5.7.10 REQUIRETLS: {}", failure.message),
+                };
+            }
             Err(failure) if failure.permanent => return failed_all(true, failure.message, Some(host.clone())),
-            Err(failure) => last_failure = failure.message,
+            Err(failure) => {
+                if failure.security && report == secure::Report::Enforced {
+                    metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "enforce").increment(1);
+                    tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message,
+                        "MTA-STS enforce: no verified TLS to this MX host; not sending in clear");
+                }
+                only_insecure = false;
+                last_failure = failure.message;
+            }
         }
+    }
+    if outgoing.require_tls && only_insecure && !targets.is_empty() {
+        metrics::counter!("lienthong_mail_requiretls_refused_total", "stage" => "delivery").increment(1);
+        return failed_all(true, last_failure, None);
     }
     failed_all(false, last_failure, None)
 }
@@ -306,6 +388,7 @@ async fn bounce(shared: &Shared, meta: &Meta, content: &[u8], failed: &[FailedRe
         envelope_id: None,
         eight_bit: true,
         smtputf8: meta.smtputf8,
+        require_tls: false,
     };
     let bounce_meta = Meta::new(id.clone(), &envelope, report.len() as u64, now);
     match shared.queue.enqueue(bounce_meta, report).await {

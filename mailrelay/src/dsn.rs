@@ -70,7 +70,8 @@ pub fn bounce(
         ));
     }
     let mut message = text.into_bytes();
-    if meta.return_full {
+    // RFC 8689 5: the way back may not be protected; a REQUIRETLS message's body stays out.
+    if meta.return_full && !meta.require_tls {
         message.extend_from_slice(format!("\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n").as_bytes());
         message.extend_from_slice(original);
     } else {

@@ -230,6 +230,8 @@ pub struct MailParameters {
     /// `RET=FULL` (`Some(true)`) or `RET=HDRS` (`Some(false)`).
     pub return_full: Option<bool>,
     pub envelope_id: Option<EnvelopeId>,
+    /// `REQUIRETLS` (RFC 8689): the message may only travel over verified TLS.
+    pub require_tls: bool,
 }
 
 /// The parameters of one `RCPT TO`.
@@ -258,6 +260,7 @@ pub fn mail_parameters(line: &[u8]) -> Result<MailParameters, ParameterError> {
             ("BODY", Some(value)) if value.eq_ignore_ascii_case("8BITMIME") => parameters.body = BodyType::EightBitMime,
             ("BODY", _) => return Err(ParameterError::Syntax("BODY")),
             ("SMTPUTF8", None) => parameters.smtputf8 = true,
+            ("REQUIRETLS", None) => parameters.require_tls = true,
             ("RET", Some(value)) if value.eq_ignore_ascii_case("FULL") => parameters.return_full = Some(true),
             ("RET", Some(value)) if value.eq_ignore_ascii_case("HDRS") => parameters.return_full = Some(false),
             ("ENVID", Some(value)) => {
@@ -268,7 +271,9 @@ pub fn mail_parameters(line: &[u8]) -> Result<MailParameters, ParameterError> {
             // but only when it is `<>` or xtext.
             ("AUTH", Some(value))
                 if value == "<>" || XText::parse(value).and_then(|x| x.decode_printable()).is_some() => {}
-            ("SIZE" | "SMTPUTF8" | "RET" | "ENVID" | "AUTH", _) => return Err(ParameterError::Syntax(name)),
+            ("SIZE" | "SMTPUTF8" | "RET" | "ENVID" | "AUTH" | "REQUIRETLS", _) => {
+                return Err(ParameterError::Syntax(name));
+            }
             _ => return Err(unsupported(&keyword)),
         }
     }
@@ -310,7 +315,7 @@ fn notify(value: &str) -> Result<u64, ParameterError> {
 
 /// The parameters this relay knows, by canonical name; a second occurrence is refused.
 fn once(seen: &mut Vec<&'static str>, keyword: &str) -> Result<&'static str, ParameterError> {
-    const KNOWN: [&str; 8] = ["SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH", "NOTIFY", "ORCPT"];
+    const KNOWN: [&str; 9] = ["SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH", "REQUIRETLS", "NOTIFY", "ORCPT"];
     let Some(name) = KNOWN.iter().copied().find(|known| known.eq_ignore_ascii_case(keyword)) else {
         return Ok("");
     };

@@ -18,6 +18,7 @@ pub mod dsn;
 pub mod esmtp;
 pub mod limits;
 pub mod message;
+pub mod mta_sts;
 pub mod outbound;
 pub mod queue;
 pub mod resolver;
@@ -88,6 +89,8 @@ pub(crate) struct Routes {
     pub local: HashMap<String, SocketAddr>,
     pub smarthost: Option<SocketAddr>,
     pub require_tls_to: Vec<String>,
+    /// `mail.outbound.mta_sts`: look up recipient domains' MTA-STS policies.
+    pub mta_sts: bool,
     pub queue: QueuePolicy,
 }
 
@@ -99,6 +102,7 @@ impl Routes {
             local: mail.domains.iter().map(|domain| (domain.name.as_str().to_owned(), domain.deliver_to)).collect(),
             smarthost: mail.outbound.smarthost,
             require_tls_to: mail.outbound.require_tls_to.iter().map(|domain| domain.as_str().to_owned()).collect(),
+            mta_sts: mail.outbound.mta_sts,
             queue: mail.queue.clone(),
         }
     }
@@ -127,6 +131,8 @@ pub(crate) struct Shared {
     limits: Arc<limits::Limits>,
     pub queue: queue::Queue,
     pub client: outbound::Client,
+    /// Recipient domains' MTA-STS policies (cache kept across reloads).
+    pub mta_sts: mta_sts::MtaSts,
     pub lookup: Arc<dyn MailExchangerLookup>,
     pub tls_server: Arc<rustls::ServerConfig>,
     pub dkim: dkim::Signer,
@@ -336,6 +342,14 @@ impl Shared {
     }
 }
 
+/// What [`MailService::start_with`] takes from outside instead of the real world.
+pub struct Outside {
+    /// MX lookups.
+    pub lookup: Arc<dyn MailExchangerLookup>,
+    /// The port MTA-STS policies are fetched from (443; a loopback test server's port).
+    pub mta_sts_port: u16,
+}
+
 /// The running mail relay.
 pub struct MailService {
     shared: Arc<Shared>,
@@ -368,6 +382,16 @@ impl MailService {
         certificates: Arc<dyn ResolvesServerCert>,
         lookup: Arc<dyn MailExchangerLookup>,
     ) -> Result<Self, Error> {
+        Self::start_with(config, certificates, Outside { lookup, mta_sts_port: 443 }).await
+    }
+
+    /// Like [`MailService::start`] with the outside world replaced (tests).
+    pub async fn start_with(
+        config: Arc<Config>,
+        certificates: Arc<dyn ResolvesServerCert>,
+        outside: Outside,
+    ) -> Result<Self, Error> {
+        let Outside { lookup, mta_sts_port } = outside;
         let queue_path = config.server.state_dir.join("mail").join("queue");
         let queue = queue::Queue::open(&queue_path).map_err(|source| Error::Queue { path: queue_path, source })?;
         let audit_path = audit::directory(&config.server.state_dir);
@@ -380,11 +404,11 @@ impl MailService {
             dkim::in_flight_secs(config.mail.queue.give_up_after),
             unix_now(),
         )?;
-        let client = outbound::Client::new(
-            config.mail.hostname.as_str().to_owned(),
-            tls::client_config()?,
-            verified_client_config(&config)?,
-        );
+        let verified = verified_client_config(&config)?;
+        let client =
+            outbound::Client::new(config.mail.hostname.as_str().to_owned(), tls::client_config()?, verified.clone());
+        let mta_sts =
+            mta_sts::MtaSts::new(&config.dns.forwarders, verified, mta_sts_port, &config.server.state_dir, unix_now());
         let shared = Arc::new(Shared {
             policy: RwLock::new(Arc::new(Policy::from_config(&config))),
             routes: RwLock::new(Arc::new(Routes::from_config(&config))),
@@ -396,6 +420,7 @@ impl MailService {
             limits: Arc::new(limits::Limits::new(&config)),
             queue,
             client,
+            mta_sts,
             lookup,
             tls_server,
             dkim,
@@ -437,7 +462,8 @@ impl MailService {
     /// Listener addresses are bound at start; changing them needs a restart.
     pub async fn reload(&self, config: Arc<Config>) -> Result<(), Error> {
         let verified = verified_client_config(&config)?;
-        self.shared.client.set_verified(verified);
+        self.shared.client.set_verified(verified.clone());
+        self.shared.mta_sts.set_tls(verified);
         let in_flight = dkim::in_flight_secs(config.mail.queue.give_up_after);
         self.shared.dkim.reload(&domain_names(&config), in_flight, unix_now())?;
         self.shared.apply(&config);

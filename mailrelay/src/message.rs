@@ -18,6 +18,24 @@ pub fn header_section(content: &[u8]) -> &[u8] {
     }
 }
 
+/// Whether the header section has `TLS-Required: No` (RFC 8689 5: the sender asks that the
+/// recipient domain's MTA-STS or DANE policy not stop delivery). Folded values are unfolded.
+pub fn waives_tls_policy(headers: &[u8]) -> bool {
+    let mut lines = headers.split(|&byte| byte == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        let Some(colon) = line.iter().position(|&byte| byte == b':') else { continue };
+        if !line[..colon].eq_ignore_ascii_case(b"TLS-Required") {
+            continue;
+        }
+        let mut value = line[colon + 1..].to_vec();
+        while let Some(next) = lines.next_if(|next| next.first().is_some_and(|&byte| byte == b' ' || byte == b'\t')) {
+            value.extend_from_slice(next);
+        }
+        return value.trim_ascii().eq_ignore_ascii_case(b"No");
+    }
+    false
+}
+
 /// Whether the header section has a field named `name` (case-insensitive).
 pub fn has_header(headers: &[u8], name: &str) -> bool {
     headers.split(|&byte| byte == b'\n').any(|line| {
@@ -198,6 +216,20 @@ pub fn rfc822_date(unix: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_required_no_is_read_from_the_header_only() {
+        assert!(waives_tls_policy(b"Subject: x\r\nTLS-Required: No\r\n\r\n"));
+        assert!(waives_tls_policy(b"tls-required:\r\n  no \r\nFrom: a@b\r\n\r\n"));
+        for headers in [
+            &b"TLS-Required: Yes\r\n\r\n"[..],
+            b"TLS-Required: Nope\r\n\r\n",
+            b"X-TLS-Required: No\r\n\r\n",
+            b"Subject: TLS-Required: No\r\n\r\n",
+        ] {
+            assert!(!waives_tls_policy(headers), "{headers:?}");
+        }
+    }
 
     #[test]
     fn finds_headers_and_from() {

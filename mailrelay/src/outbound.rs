@@ -32,7 +32,7 @@ const POOL_IDLE: Duration = Duration::from_secs(20);
 const POOL_PER_HOST: usize = 16;
 
 /// Whether this hop may be used without TLS, and whether its certificate must verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TlsPolicy {
     /// Use STARTTLS when offered, without checking the certificate; clear text otherwise
     /// (RFC 3207, RFC 7435 opportunistic security).
@@ -47,6 +47,19 @@ pub enum TlsPolicy {
 pub struct Failure {
     pub permanent: bool,
     pub message: String,
+    /// The next hop could not give the TLS that was required: no STARTTLS, a certificate that
+    /// does not verify, or no `REQUIRETLS` (not a network failure).
+    pub security: bool,
+}
+
+impl Failure {
+    fn temporary(message: String) -> Self {
+        Self { permanent: false, message, security: false }
+    }
+
+    fn insecure(message: String) -> Self {
+        Self { permanent: false, message, security: true }
+    }
 }
 
 /// One message to send.
@@ -58,6 +71,9 @@ pub struct Outgoing<'a> {
     pub smtputf8: bool,
     pub return_full: bool,
     pub envelope_id: Option<&'a EnvelopeId>,
+    /// Pass `REQUIRETLS` on (RFC 8689 4.2.1); a next hop that does not offer it is refused
+    /// with a [`Failure::security`] failure before `MAIL`.
+    pub require_tls: bool,
 }
 
 /// Per-recipient outcome: `Ok` with the final reply, or the refusal.
@@ -138,10 +154,9 @@ impl Client {
                 }
                 Ok((tls, outcomes))
             }
-            Err(TransactionError::Io) => Err(Failure {
-                permanent: false,
-                message: format!("connection to {address} lost during the transaction"),
-            }),
+            Err(TransactionError::Io) => {
+                Err(Failure::temporary(format!("connection to {address} lost during the transaction")))
+            }
             Err(TransactionError::Failed(failure)) => Err(failure),
         }
     }
@@ -176,7 +191,7 @@ impl Client {
     }
 
     async fn connect(&self, address: SocketAddr, server_name: &str, policy: TlsPolicy) -> Result<Connection, Failure> {
-        let temporary = |message: String| Failure { permanent: false, message };
+        let temporary = Failure::temporary;
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
             .await
             .map_err(|_| temporary(format!("connecting to {address} timed out")))?
@@ -190,13 +205,14 @@ impl Client {
             return Err(Failure {
                 permanent: greeting.code >= 500,
                 message: format!("{address} greeted with {greeting}"),
+                security: false,
             });
         }
         let extensions = self.ehlo(&mut stream).await?;
         let offers_tls = extensions.iter().any(|extension| extension.eq_ignore_ascii_case("STARTTLS"));
         if !offers_tls {
             if policy == TlsPolicy::Required {
-                return Err(temporary(format!(
+                return Err(Failure::insecure(format!(
                     "TLS is required for this destination but {address} does not offer STARTTLS"
                 )));
             }
@@ -209,13 +225,13 @@ impl Client {
             .await
             .map_err(|error| temporary(format!("{address}: STARTTLS failed: {error}")))?;
         if reply.code != 220 {
-            return Err(temporary(format!("{address} refused STARTTLS: {reply}")));
+            return Err(Failure::insecure(format!("{address} refused STARTTLS: {reply}")));
         }
         let name = match (ServerName::try_from(server_name.to_owned()), policy) {
             (Ok(name), _) => name,
             (Err(_), TlsPolicy::Opportunistic) => ServerName::IpAddress(address.ip().into()),
             (Err(_), TlsPolicy::Required) => {
-                return Err(temporary(format!("cannot verify {address}: `{server_name}` is not a host name")));
+                return Err(Failure::insecure(format!("cannot verify {address}: `{server_name}` is not a host name")));
             }
         };
         let connector = match policy {
@@ -226,7 +242,7 @@ impl Client {
             .await
             .map_err(|_| temporary(format!("TLS handshake with {address} timed out")))?
             .map_err(|error| match policy {
-                TlsPolicy::Required => temporary(format!(
+                TlsPolicy::Required => Failure::insecure(format!(
                     "TLS is required for this destination but the certificate of {server_name} [{address}] does not verify: {error}"
                 )),
                 TlsPolicy::Opportunistic => temporary(format!("TLS handshake with {address} failed: {error}")),
@@ -241,14 +257,18 @@ impl Client {
     }
 
     async fn ehlo<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut BufReader<S>) -> Result<Vec<String>, Failure> {
-        let temporary = |message: String| Failure { permanent: false, message };
+        let temporary = Failure::temporary;
         let line = CommandLine::new(format!("EHLO {}", self.hostname))
             .ok_or_else(|| temporary("the relay's own hostname holds a control character".into()))?;
         let reply = wire::command(stream, &line, wire::OK, COMMAND_TIMEOUT)
             .await
             .map_err(|error| temporary(format!("EHLO failed: {error}")))?;
         if reply.code != 250 {
-            return Err(Failure { permanent: reply.code >= 500, message: format!("EHLO refused: {reply}") });
+            return Err(Failure {
+                permanent: reply.code >= 500,
+                message: format!("EHLO refused: {reply}"),
+                security: false,
+            });
         }
         Ok(reply.text.lines().skip(1).map(|line| line.trim().to_owned()).collect())
     }
@@ -268,18 +288,24 @@ impl Client {
         let utf8 = !recipient.is_ascii()
             && connection.extensions.iter().any(|extension| extension.eq_ignore_ascii_case("SMTPUTF8"));
         let stream = &mut connection.stream;
-        let lost =
-            |error: WireError| Failure { permanent: false, message: format!("recipient probe to {address}: {error}") };
+        let lost = |error: WireError| Failure::temporary(format!("recipient probe to {address}: {error}"));
         let line = |text: String| {
-            CommandLine::new(text)
-                .ok_or_else(|| Failure { permanent: true, message: "a probe command holds a control character".into() })
+            CommandLine::new(text).ok_or_else(|| Failure {
+                permanent: true,
+                message: "a probe command holds a control character".into(),
+                security: false,
+            })
         };
         let quit = line("QUIT".into())?;
         let mail = line(if utf8 { "MAIL FROM:<> SMTPUTF8" } else { "MAIL FROM:<>" }.into())?;
         let reply = wire::command(stream, &mail, wire::OK, COMMAND_TIMEOUT).await.map_err(lost)?;
         if reply.code != 250 {
             let _ = wire::command(stream, &quit, wire::Expect(&[221]), PROBE_QUIT_TIMEOUT).await;
-            return Err(Failure { permanent: reply.code >= 500, message: format!("MAIL FROM:<> refused: {reply}") });
+            return Err(Failure {
+                permanent: reply.code >= 500,
+                message: format!("MAIL FROM:<> refused: {reply}"),
+                security: false,
+            });
         }
         let rcpt = line(format!("RCPT TO:<{recipient}>"))?;
         let reply = wire::command(stream, &rcpt, wire::RECIPIENT, COMMAND_TIMEOUT).await.map_err(lost)?;
@@ -309,6 +335,13 @@ async fn transaction(
         })
     };
     let dsn = has("DSN");
+    if message.require_tls && (connection.tls.is_none() || !has("REQUIRETLS")) {
+        return Err(TransactionError::Failed(Failure {
+            permanent: true,
+            message: "550 5.7.10 REQUIRETLS: the next hop does not offer REQUIRETLS over TLS".into(),
+            security: true,
+        }));
+    }
     let mut mail = format!("MAIL FROM:<{}>", message.sender.map(ToString::to_string).unwrap_or_default());
     if has("SIZE") {
         mail.push_str(&format!(" SIZE={}", message.content.len()));
@@ -318,6 +351,9 @@ async fn transaction(
     }
     if message.smtputf8 && has("SMTPUTF8") {
         mail.push_str(" SMTPUTF8");
+    }
+    if message.require_tls {
+        mail.push_str(" REQUIRETLS");
     }
     if dsn {
         mail.push_str(if message.return_full { " RET=FULL" } else { " RET=HDRS" });
@@ -348,7 +384,8 @@ async fn transaction(
     if reply.code != 250 {
         // The connection is dropped either way; RSET tells the server so politely.
         reset(stream).await;
-        let failure = Failure { permanent: reply.code >= 500, message: format!("MAIL FROM refused: {reply}") };
+        let failure =
+            Failure { permanent: reply.code >= 500, message: format!("MAIL FROM refused: {reply}"), security: false };
         return Err(TransactionError::Failed(failure));
     }
     let mut outcomes = Vec::with_capacity(rcpts.len());
@@ -378,10 +415,7 @@ async fn transaction(
     stuffed.extend_from_slice(b".\r\n");
     let lost = |error: WireError| {
         // The content was sent; the outcome is unknown. Retrying may duplicate, never lose.
-        TransactionError::Failed(Failure {
-            permanent: false,
-            message: format!("no usable reply after the message content: {error}"),
-        })
+        TransactionError::Failed(Failure::temporary(format!("no usable reply after the message content: {error}")))
     };
     wire::send_raw(stream, &stuffed).await.map_err(lost)?;
     let reply = wire::reply(stream, wire::OK, DATA_TIMEOUT).await.map_err(lost)?;
@@ -399,15 +433,12 @@ async fn reset<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut BufReader<S>) -> 
 /// (everything is validated on the way in), so the message waits rather than being sent.
 fn line(text: String) -> Result<CommandLine, TransactionError> {
     CommandLine::new(text).ok_or_else(|| {
-        TransactionError::Failed(Failure {
-            permanent: false,
-            message: "refusing to send a command holding a control character".into(),
-        })
+        TransactionError::Failed(Failure::temporary("refusing to send a command holding a control character".into()))
     })
 }
 
 fn out_of_step(error: &WireError) -> TransactionError {
-    TransactionError::Failed(Failure { permanent: false, message: format!("{error}") })
+    TransactionError::Failed(Failure::temporary(format!("{error}")))
 }
 
 fn notify_parameter(flags: u64) -> Option<String> {

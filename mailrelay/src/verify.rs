@@ -276,7 +276,7 @@ mod tests {
     }
 
     fn down() -> Result<Reply, Failure> {
-        Err(Failure { permanent: false, message: "connection refused".into() })
+        Err(Failure { permanent: false, message: "connection refused".into(), security: false })
     }
 
     #[tokio::test]

@@ -70,6 +70,12 @@ fn each_known_parameter_is_checked_by_its_rfc() {
         .unwrap();
     assert_eq!((ok.size, ok.body, ok.smtputf8, ok.return_full), (Some(123), BodyType::EightBitMime, true, Some(true)));
     assert_eq!(mail_parameters(b"MAIL FROM:<>\r\n"), Ok(MailParameters::default()));
+    assert!(mail_parameters(b"MAIL FROM:<a@x> requiretls\r\n").unwrap().require_tls);
+    assert_eq!(
+        mail_parameters(b"MAIL FROM:<a@x> REQUIRETLS REQUIRETLS\r\n"),
+        Err(ParameterError::Duplicate("REQUIRETLS"))
+    );
+    assert_eq!(rcpt_parameters(b"RCPT TO:<b@y> REQUIRETLS\r\n"), Err(ParameterError::Unsupported("REQUIRETLS".into())));
     let refused: [(&[u8], ParameterError); 10] = [
         (b"MAIL FROM:<a@x> SIZE=12a\r\n", ParameterError::Syntax("SIZE")),
         (b"MAIL FROM:<a@x> SIZE=123456789012345678901\r\n", ParameterError::Syntax("SIZE")),
@@ -78,7 +84,7 @@ fn each_known_parameter_is_checked_by_its_rfc() {
         (b"MAIL FROM:<a@x> SMTPUTF8=yes\r\n", ParameterError::Syntax("SMTPUTF8")),
         (b"MAIL FROM:<a@x> AUTH=a+0Db\r\n", ParameterError::Syntax("AUTH")),
         (b"MAIL FROM:<a@x> RET=FULL ret=HDRS\r\n", ParameterError::Duplicate("RET")),
-        (b"MAIL FROM:<a@x> REQUIRETLS\r\n", ParameterError::Unsupported("REQUIRETLS".into())),
+        (b"MAIL FROM:<a@x> REQUIRETLS=YES\r\n", ParameterError::Syntax("REQUIRETLS")),
         (b"MAIL FROM:<a@x> NOTIFY=NEVER\r\n", ParameterError::Unsupported("NOTIFY".into())),
         (b"MAIL FROM:<a@x> X=\r\n", ParameterError::Malformed),
     ];

@@ -38,6 +38,10 @@ pub struct Meta {
     pub last_error: Option<String>,
     pub history: Vec<String>,
     pub size: u64,
+    /// Accepted with `REQUIRETLS` (RFC 8689). Absent in records written before it existed,
+    /// and left out when false, so such records read the same both ways.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_tls: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -90,6 +94,7 @@ impl Meta {
             last_error: None,
             history: Vec::new(),
             size,
+            require_tls: envelope.require_tls,
         }
     }
 }
@@ -340,6 +345,21 @@ fn entry_view(meta: &Meta) -> QueueEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records written before REQUIRETLS existed read as without it, and a record without
+    /// it is written exactly as before.
+    #[test]
+    fn requiretls_is_optional_in_journal_records() {
+        let old = r#"{"id":"X","arrived_unix":1,"sender":null,"recipients":[],"return_full":false,
+            "eight_bit":false,"smtputf8":false,"attempts":0,"next_attempt_unix":1,"last_error":null,
+            "history":[],"size":3}"#;
+        let mut meta: Meta = serde_json::from_str(old).unwrap();
+        assert!(!meta.require_tls);
+        assert!(!serde_json::to_string(&meta).unwrap().contains("require_tls"));
+        meta.require_tls = true;
+        let written = serde_json::to_string(&meta).unwrap();
+        assert!(serde_json::from_str::<Meta>(&written).unwrap().require_tls, "{written}");
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -114,6 +114,10 @@ impl Session {
             if self.tls.is_some() && self.authenticated.is_none() {
                 lines.push("AUTH PLAIN LOGIN".to_owned());
             }
+            // RFC 8689 2: offered only on a TLS session (after STARTTLS or on port 465).
+            if self.tls.is_some() {
+                lines.push("REQUIRETLS".to_owned());
+            }
             self.reply(250, "", &lines.join("\n"));
         }
         self.helo = Some(host);
@@ -138,6 +142,10 @@ impl Session {
             && self.policy.limits.is_suspended(login)
         {
             return self.error(550, "5.7.13", &format!("Account {login} suspended; contact the postmaster"));
+        }
+        if parameters.require_tls && self.tls.is_none() {
+            metrics::counter!("lienthong_mail_requiretls_refused_total", "stage" => "intake").increment(1);
+            return self.error(530, "5.7.10", "REQUIRETLS needs a TLS session: issue STARTTLS first");
         }
         if parameters.size.is_some_and(|size| size > self.policy.max_message_size as u64) {
             let limit = self.policy.max_message_size;
@@ -187,6 +195,7 @@ impl Session {
             envelope_id: parameters.envelope_id,
             eight_bit: parameters.body == BodyType::EightBitMime,
             smtputf8,
+            require_tls: parameters.require_tls,
         });
         self.reply(250, "2.1.0", "Ok");
     }

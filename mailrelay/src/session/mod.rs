@@ -51,6 +51,9 @@ pub struct Envelope {
     pub envelope_id: Option<EnvelopeId>,
     pub eight_bit: bool,
     pub smtputf8: bool,
+    /// `MAIL FROM:<...> REQUIRETLS` (RFC 8689): onward only over verified TLS to a next hop
+    /// that offers REQUIRETLS too.
+    pub require_tls: bool,
 }
 
 /// Where a message came from, for its `Received:` header.

@@ -35,6 +35,8 @@ pub struct Capture {
     pub connections: AtomicUsize,
     /// Answer the next MAIL with two replies (a next hop out of step with the relay).
     pub double_reply_once: AtomicBool,
+    /// Offer REQUIRETLS (RFC 8689) after STARTTLS, and accept it on MAIL.
+    pub offer_requiretls: AtomicBool,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -101,12 +103,20 @@ impl Capture {
                 self.protocol_error(&text, "500 5.5.2 bad line ending or control character\r\n")
             } else if upper.starts_with("EHLO ") {
                 let tls = if self.tls.is_some() && !tls_done { "250-STARTTLS\r\n" } else { "" };
-                format!("250-capture\r\n{tls}250-DSN\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE 10000000\r\n").into_bytes()
+                let requiretls =
+                    if tls_done && self.offer_requiretls.load(Ordering::SeqCst) { "250-REQUIRETLS\r\n" } else { "" };
+                format!("250-capture\r\n{tls}{requiretls}250-DSN\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE 10000000\r\n").into_bytes()
             } else if upper == "STARTTLS\r\n" && self.tls.is_some() && !tls_done {
                 reader.get_mut().write_all(b"220 2.0.0 go ahead\r\n").await.ok()?;
                 return Some(true);
             } else if upper.starts_with("MAIL FROM:<") {
-                match parameters_problem(&text, &["SIZE", "BODY", "SMTPUTF8", "RET", "ENVID"]) {
+                let requiretls = tls_done && self.offer_requiretls.load(Ordering::SeqCst);
+                let allowed: &[&str] = if requiretls {
+                    &["SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "REQUIRETLS"]
+                } else {
+                    &["SIZE", "BODY", "SMTPUTF8", "RET", "ENVID"]
+                };
+                match parameters_problem(&text, allowed) {
                     Some(problem) => self.protocol_error(&text, problem),
                     None => {
                         mail = text.clone();
