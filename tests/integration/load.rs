@@ -6,7 +6,7 @@ use std::time::Duration;
 use lienthong_load::janus::JanusTarget;
 use lienthong_load::lienthong::LienthongTarget;
 use lienthong_load::media::VideoShape;
-use lienthong_load::{Plan, Target};
+use lienthong_load::{ForwardingCaps, Plan, Target};
 
 use crate::common::{Instance, Ports};
 
@@ -41,6 +41,7 @@ fn plan(ports: &Ports, instance: &Instance) -> Plan {
         duration: Duration::from_secs(3),
         server_pid: Some(instance.pid()),
         client_address: std::net::Ipv4Addr::LOCALHOST.into(),
+        forwarding_caps: Some(ForwardingCaps { cameras: 12, microphones: 3 }),
     }
 }
 
