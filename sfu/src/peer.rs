@@ -131,6 +131,9 @@ struct TrackOut {
     forwarder: Forwarder,
     /// The publisher's payload type and ours for it, looked up once.
     payload_types: Option<(Pt, Pt)>,
+    /// Our send stream's SSRC for this track, once found: str0m finds a stream by SSRC in a
+    /// hash map, by m-line only by scanning every stream of the session.
+    ssrc: Option<Ssrc>,
 }
 
 pub(crate) struct Peer {
@@ -247,6 +250,7 @@ impl Peer {
             gone: false,
             forwarder: Forwarder::new(Want::Layer(None)),
             payload_types: None,
+            ssrc: None,
         });
     }
 

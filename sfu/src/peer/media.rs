@@ -24,7 +24,18 @@ impl Peer {
         };
         let TrackOutState::Open(mid) = track.state else { return Forwarded::default() };
         let mut direct = self.rtc.direct_api();
-        let Some(stream) = direct.stream_tx_by_mid(mid, None) else {
+        let cached = track.ssrc.filter(|ssrc| direct.stream_tx(ssrc).is_some_and(|stream| stream.mid() == mid));
+        let ssrc = match cached {
+            Some(ssrc) => ssrc,
+            None => {
+                let Some(stream) = direct.stream_tx_by_mid(mid, None) else {
+                    return Forwarded::default();
+                };
+                track.ssrc = Some(stream.ssrc());
+                stream.ssrc()
+            }
+        };
+        let Some(stream) = direct.stream_tx(&ssrc) else {
             return Forwarded::default();
         };
         if stream.queue_info().is_some_and(|queue| queue.packet_count() > MAX_QUEUED_PACKETS) {
@@ -60,7 +71,7 @@ impl Peer {
             write = write.vp8_patch(patch);
         }
         let mut direct = self.rtc.direct_api();
-        let Some(stream) = direct.stream_tx_by_mid(mid, None) else {
+        let Some(stream) = direct.stream_tx(&ssrc) else {
             return Forwarded::default();
         };
         stream.write_rtp(write);
