@@ -50,40 +50,27 @@ impl TestCa {
 
 /// DNS on loopback: TXT for the names in `txt`, A 127.0.0.1 for every `mta-sts.` name of them.
 async fn dns(txt: HashMap<String, String>) -> SocketAddr {
-    use hickory_resolver::proto::op::{Message, MessageType, OpCode, ResponseCode};
+    use hickory_resolver::proto::op::ResponseCode;
     use hickory_resolver::proto::rr::rdata::{A, TXT};
     use hickory_resolver::proto::rr::{RData, Record, RecordType};
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let address = socket.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buffer = vec![0u8; 4096];
-        while let Ok((length, peer)) = socket.recv_from(&mut buffer).await {
-            let Ok(query) = Message::from_vec(&buffer[..length]) else { continue };
-            let Some(question) = query.queries.first() else { continue };
-            let name = question.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
-            let mut response = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
-            response.metadata.authoritative = true;
-            response.metadata.recursion_desired = query.metadata.recursion_desired;
-            response.metadata.recursion_available = true;
-            response.add_query(question.clone());
-            let policy_host =
-                name.strip_prefix("mta-sts.").is_some_and(|domain| txt.contains_key(&format!("_mta-sts.{domain}")));
-            match (question.query_type(), txt.get(&name)) {
-                (RecordType::TXT, Some(text)) => {
-                    let rdata = RData::TXT(TXT::new(vec![text.clone()]));
-                    response.add_answer(Record::from_rdata(question.name().clone(), 60, rdata));
-                }
-                (RecordType::A, None) if policy_host => {
-                    let rdata = RData::A(A("127.0.0.1".parse().unwrap()));
-                    response.add_answer(Record::from_rdata(question.name().clone(), 60, rdata));
-                }
-                (_, None) if policy_host => {}
-                _ => response.metadata.response_code = ResponseCode::NXDomain,
+    common::fake_dns::serve(move |question, name, response| {
+        let policy_host =
+            name.strip_prefix("mta-sts.").is_some_and(|domain| txt.contains_key(&format!("_mta-sts.{domain}")));
+        match (question.query_type(), txt.get(name)) {
+            (RecordType::TXT, Some(text)) => {
+                let rdata = RData::TXT(TXT::new(vec![text.clone()]));
+                response.add_answer(Record::from_rdata(question.name().clone(), 60, rdata));
             }
-            let _ = socket.send_to(&response.to_vec().unwrap(), peer).await;
+            (RecordType::A, None) if policy_host => {
+                let rdata = RData::A(A("127.0.0.1".parse().unwrap()));
+                response.add_answer(Record::from_rdata(question.name().clone(), 60, rdata));
+            }
+            (_, None) if policy_host => {}
+            _ => response.metadata.response_code = ResponseCode::NXDomain,
         }
-    });
-    address
+        true
+    })
+    .await
 }
 
 /// HTTPS on loopback serving `policies[host]` at /.well-known/mta-sts.txt; counts requests.

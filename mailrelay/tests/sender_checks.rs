@@ -22,44 +22,33 @@ const HOST: &str = "mail.ninhthuan.gov.vn";
 /// A DNS server on loopback answering TXT questions from `records`; names in `silent` get no
 /// answer at all (a timeout), names in `failing` SERVFAIL, anything else NXDOMAIN.
 async fn dns(records: HashMap<String, String>, silent: HashSet<String>, failing: HashSet<String>) -> SocketAddr {
-    use hickory_resolver::proto::op::{Message, MessageType, OpCode, ResponseCode};
+    use hickory_resolver::proto::op::ResponseCode;
     use hickory_resolver::proto::rr::rdata::TXT;
     use hickory_resolver::proto::rr::{RData, Record, RecordType};
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let address = socket.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buffer = vec![0u8; 4096];
-        while let Ok((length, peer)) = socket.recv_from(&mut buffer).await {
-            let Ok(query) = Message::from_vec(&buffer[..length]) else { continue };
-            let Some(question) = query.queries.first() else { continue };
-            let name = question.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
-            if silent.iter().any(|silent| name == *silent || name.ends_with(&format!(".{silent}"))) {
-                continue;
-            }
-            let mut response = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
-            response.metadata.authoritative = true;
-            response.metadata.recursion_desired = query.metadata.recursion_desired;
-            response.metadata.recursion_available = true;
-            response.add_query(question.clone());
-            if failing.iter().any(|failing| name == *failing || name.ends_with(&format!(".{failing}"))) {
-                response.metadata.response_code = ResponseCode::ServFail;
-            } else {
-                match (question.query_type(), records.get(&name)) {
-                    (RecordType::TXT, Some(text)) => {
-                        let chunks =
-                            text.as_bytes().chunks(255).map(|chunk| String::from_utf8_lossy(chunk).into_owned());
-                        let rdata = RData::TXT(TXT::new(chunks.collect()));
-                        response.add_answer(Record::from_rdata(question.name().clone(), 60, rdata));
-                    }
-                    (_, Some(_)) => {}
-                    (_, None) if records.keys().any(|known| known.ends_with(&format!(".{name}"))) => {}
-                    (_, None) => response.metadata.response_code = ResponseCode::NXDomain,
-                }
-            }
-            let _ = socket.send_to(&response.to_vec().unwrap(), peer).await;
+    let under = |names: &HashSet<String>, name: &str| {
+        names.iter().any(|listed| name == *listed || name.ends_with(&format!(".{listed}")))
+    };
+    common::fake_dns::serve(move |question, name, response| {
+        if under(&silent, name) {
+            return false;
         }
-    });
-    address
+        if under(&failing, name) {
+            response.metadata.response_code = ResponseCode::ServFail;
+            return true;
+        }
+        match (question.query_type(), records.get(name)) {
+            (RecordType::TXT, Some(text)) => {
+                let chunks = text.as_bytes().chunks(255).map(|chunk| String::from_utf8_lossy(chunk).into_owned());
+                let rdata = RData::TXT(TXT::new(chunks.collect()));
+                response.add_answer(Record::from_rdata(question.name().clone(), 60, rdata));
+            }
+            (_, Some(_)) => {}
+            (_, None) if records.keys().any(|known| known.ends_with(&format!(".{name}"))) => {}
+            (_, None) => response.metadata.response_code = ResponseCode::NXDomain,
+        }
+        true
+    })
+    .await
 }
 
 /// A conversation that may take a while (a check waiting for DNS timeouts).

@@ -149,37 +149,21 @@ fn futures_block_on<F: std::future::Future>(future: F) -> F::Output {
 
 /// A one-zone DNS server on loopback: `example.org` MX 10 `mx.example.org`, which is 127.0.0.1.
 async fn loopback_mx_dns() -> std::net::SocketAddr {
-    use hickory_resolver::proto::op::{Message, MessageType, OpCode};
     use hickory_resolver::proto::rr::rdata::{A, MX};
     use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let address = socket.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buffer = vec![0u8; 4096];
-        while let Ok((length, peer)) = socket.recv_from(&mut buffer).await {
-            let Ok(query) = Message::from_vec(&buffer[..length]) else { continue };
-            let mut response = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
-            response.metadata.authoritative = true;
-            response.metadata.recursion_desired = query.metadata.recursion_desired;
-            response.metadata.recursion_available = true;
-            for question in &query.queries {
-                response.add_query(question.clone());
-                let name = question.name().clone();
-                let exchange = Name::from_ascii("mx.example.org.").unwrap();
-                match question.query_type() {
-                    RecordType::MX => {
-                        response.add_answer(Record::from_rdata(name, 60, RData::MX(MX::new(10, exchange))));
-                    }
-                    RecordType::A if name == exchange => {
-                        response.add_answer(Record::from_rdata(name, 60, RData::A(A("127.0.0.1".parse().unwrap()))));
-                    }
-                    _ => {}
-                }
+    common::fake_dns::serve(|question, _, response| {
+        let name = question.name().clone();
+        let exchange = Name::from_ascii("mx.example.org.").unwrap();
+        match question.query_type() {
+            RecordType::MX => response.add_answer(Record::from_rdata(name, 60, RData::MX(MX::new(10, exchange)))),
+            RecordType::A if name == exchange => {
+                response.add_answer(Record::from_rdata(name, 60, RData::A(A("127.0.0.1".parse().unwrap()))))
             }
-            let _ = socket.send_to(&response.to_vec().unwrap(), peer).await;
-        }
-    });
-    address
+            _ => response,
+        };
+        true
+    })
+    .await
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod capture;
+pub mod fake_dns;
 pub mod tls_client;
 
 use std::collections::HashSet;
