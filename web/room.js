@@ -54,8 +54,19 @@ const CAMERA_LAYERS = [
 
 async function loadRoom() {
   element('room-title').textContent = roomName;
-  const response = await fetch('/api/rooms/' + encodeURIComponent(roomName), { cache: 'no-store' }).catch(() => null);
-  if (!response || !response.ok) {
+  // A district link that drops a request is not a missing room: retry network failures,
+  // server errors and "too many" with a growing pause, saying so; other refusals (404: no
+  // such room) are final.
+  let response = null;
+  for (let attempt = 0; ; attempt++) {
+    response = await fetch('/api/rooms/' + encodeURIComponent(roomName), { cache: 'no-store' }).catch(() => null);
+    const final = response && response.status >= 400 && response.status < 500 && ![408, 429].includes(response.status);
+    if (response && (response.ok || final)) break;
+    banner(t('status.page_retry'));
+    await new Promise((done) => setTimeout(done, Math.min(1000 * 2 ** attempt, 10000)));
+  }
+  banner(null);
+  if (!response.ok) {
     showJoinError('unknown_room');
     element('join-form').querySelectorAll('input, select, button').forEach((control) => { control.disabled = true; });
     return;

@@ -199,6 +199,20 @@ test('the room list shows the configured rooms', async () => {
   await context.close();
 });
 
+test('the join form retries room details a dropped link did not deliver, and says so', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  let dropped = 0;
+  await page.route(`**/api/rooms/${ROOM}`, (route) => (dropped++ < 2 ? route.abort('failed') : route.continue()));
+  await page.goto(`${baseUrl}/r/${ROOM}`);
+  await waitFor('the retry notice', async () => (await page.textContent('#banner')) === 'Chưa kết nối được máy chủ. Đang thử lại…');
+  await page.waitForSelector('#join-site option', { state: 'attached', timeout: 15000 });
+  assert.equal(dropped, 3, 'two requests dropped, the third answered');
+  assert.equal(await page.isHidden('#join-error'), true, 'a dropped request is not an unknown room');
+  assert.equal(await page.isHidden('#banner'), true);
+  await context.close();
+});
+
 test('an unknown room says so', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();

@@ -173,7 +173,18 @@ async function joinFrom(browser, url, name, site, pin = PIN) {
       await new Promise((done) => setTimeout(done, 1000));
     }
   }
-  await page.waitForSelector('#join-site option', { state: 'attached' });
+  // The same network change can also cut a script or the page's own requests (the page retries
+  // those itself; a script it cannot): a page whose form never fills is loaded once more.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await page.waitForSelector('#join-site option', { state: 'attached', timeout: 15000 });
+      break;
+    } catch (error) {
+      if (attempt >= 3) throw error;
+      console.log(`the join form of ${name} did not fill (${error.message.split('\n')[0]}); loading the page again`);
+      await page.reload().catch(() => {});
+    }
+  }
   await page.fill('#join-name', name);
   await page.selectOption('#join-site', site);
   await page.fill('#join-pin', pin);
