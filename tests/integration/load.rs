@@ -38,7 +38,7 @@ fn plan(ports: &Ports, instance: &Instance) -> Plan {
         // Generous: CI machines may be loaded; the run ends as soon as every stream arrives.
         setup_timeout: Duration::from_secs(60),
         warmup: Duration::from_millis(500),
-        duration: Duration::from_secs(3),
+        duration: Duration::from_secs(6),
         server_pid: Some(instance.pid()),
         client_address: std::net::Ipv4Addr::LOCALHOST.into(),
         forwarding_caps: Some(ForwardingCaps { cameras: 12, microphones: 3 }),
@@ -55,15 +55,17 @@ fn the_load_tool_receives_every_stream_and_its_counts_add_up() {
 
     assert!(report.errors.is_empty(), "{report}");
     assert_eq!((report.streams_expected, report.streams_measured), (4, 4), "{report}");
-    // 3 s of 30 frames/s video (a few packets each) and 50 audio packets/s.
-    assert!(report.sent_packets > 200 && report.sent_video_packets > 150, "{report}");
+    // 6 s of 30 frames/s video (a few packets each) and 50 audio packets/s.
+    assert!(report.sent_packets > 400 && report.sent_video_packets > 300, "{report}");
     // Each receiver gets what the publisher sent, give or take the packets in flight when
     // the measurement window opened and closed. Every client opens its own window, and on a
-    // busy 2-core machine (this binary's other tests run beside it) they open up to ~0.7 s
-    // apart, so the bound is wide; lost packets are what `loss_ratio` counts, below.
+    // busy 2-core machine (this binary's other tests run beside it) they open seconds apart:
+    // a clean-clone CI run counted 430 of 840 in a 3 s window, 0 lost. So the lower bound only
+    // catches gross undercounting; double counting is the upper bound, and lost packets are
+    // what `loss_ratio` counts, below.
     let forwarded = 2 * report.sent_packets;
     assert!(
-        report.received_packets * 10 >= forwarded * 6 && report.received_packets * 10 <= forwarded * 11,
+        report.received_packets * 10 >= forwarded * 4 && report.received_packets * 10 <= forwarded * 11,
         "received {} for {forwarded} sent to receivers: {report}",
         report.received_packets
     );
