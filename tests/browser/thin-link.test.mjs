@@ -100,7 +100,19 @@ async function joinAs(browser, name, site) {
   const page = await context.newPage();
   page.on('pageerror', (error) => console.error('page error:', error.message));
   await page.goto(`${baseUrl}/r/giao-ban`);
-  await page.waitForSelector('#join-site option', { state: 'attached' });
+  // Chromium sees the test's veths appear as a network change and may cut a script of the
+  // page being loaded (the page retries its own requests; a script it cannot): a page whose
+  // form never fills is loaded once more, and says so.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await page.waitForSelector('#join-site option', { state: 'attached', timeout: 15000 });
+      break;
+    } catch (error) {
+      if (attempt >= 3) throw error;
+      console.log(`the join form of ${name} did not fill (${error.message.split('\n')[0]}); loading the page again`);
+      await page.reload().catch(() => {});
+    }
+  }
   await page.fill('#join-name', name);
   await page.selectOption('#join-site', site);
   await page.fill('#join-pin', PIN);
