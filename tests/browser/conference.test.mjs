@@ -415,10 +415,13 @@ test('a participant switches microphone and camera devices while in the meeting'
   await pages.b.selectOption('#microphone-device', other);
   await waitFor('the new microphone to be in use', () => pages.b.evaluate((id) => window.lienthong.state.localStream.getAudioTracks()[0].getSettings().deviceId === id, other));
   const first = await stats(pages.chair);
+  // B's camera came back in the test before; with last-N the chair's page shows it as a video
+  // tile again only once told, then reports its layout, and the next keyframe starts it: on a
+  // loaded runner that takes longer than the default wait.
   await waitFor('B\'s audio and video to keep reaching the chair', async () => {
     const current = await stats(pages.chair);
     return current[ids.b].audioBytesReceived > first[ids.b].audioBytesReceived && current[ids.b].framesDecoded > first[ids.b].framesDecoded;
-  });
+  }, 60000);
 });
 
 test('a participant who leaves disappears from the others\' pages', async () => {
@@ -531,7 +534,7 @@ test('last-N: in a room with last_n = 1 each site receives one camera, shows the
       await waitFor(`${who} to receive the spotlight's camera`, async () => JSON.stringify(await lastN(page)) === JSON.stringify([named]));
       await waitFor(`${who} to show the spotlight as a video tile`, async () => !(await nameTiles(page)).includes(named));
       const start = ((await stats(page))[named] || { framesDecoded: 0 }).framesDecoded;
-      await waitFor(`${who} to decode the spotlight`, async () => ((await stats(page))[named] || { framesDecoded: 0 }).framesDecoded > start + 5);
+      await waitFor(`${who} to decode the spotlight`, async () => ((await stats(page))[named] || { framesDecoded: 0 }).framesDecoded > start + 5, 60000);
     }
   } finally {
     for (const page of [chair, first, second]) await page.context().close().catch(() => {});
