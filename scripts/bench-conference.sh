@@ -167,6 +167,8 @@ run() { # SERVER SCENARIO ROUND
       if [[ $server == janus || ${LIENTHONG_SIMULCAST:-0} == 1 ]]; then arguments+=(--simulcast); fi ;;
     room50) [[ $server == lienthong ]] || return 0
       arguments=(--video-publishers 12 --audio-publishers 38 --receivers 0 --meeting --simulcast --join-interval-ms 1000 --setup-timeout 180) ;;
+    room50-listen) [[ $server == lienthong ]] || return 0
+      arguments=(--video-publishers 12 --audio-publishers 0 --receivers 38 --meeting --simulcast --join-interval-ms 1000 --setup-timeout 180) ;;
     room50-muted) [[ $server == lienthong ]] || return 0
       arguments=(--video-publishers 12 --audio-publishers 38 --receivers 0 --meeting --mute-audio-only --join-interval-ms 1000 --setup-timeout 180) ;;
   esac

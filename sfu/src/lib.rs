@@ -7,8 +7,9 @@
 //! the thin driver task that owns the media port and the signaling queues and runs the core;
 //! `web.rs` serves the page and relays signaling to the hub.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+mod batch;
 mod capped;
 mod conference;
 mod forward;

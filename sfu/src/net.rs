@@ -1,6 +1,7 @@
 //! The media port: one UDP socket per host address, and ICE-TCP (RFC 6544, passive, framed
-//! as in RFC 4571) on the same port number. Reader tasks hand datagrams to the hub over a
-//! bounded channel; the hub sends directly.
+//! as in RFC 4571) on the same port number. The hub reads and writes the UDP sockets itself,
+//! in batches ([`crate::batch`]); ICE-TCP reader tasks hand frames to the hub over a bounded
+//! channel.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,10 +15,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::Error;
+use crate::batch;
 use crate::limits::{ConnectionSlots, Slot};
-
-/// Largest datagram we accept; WebRTC keeps packets under the path MTU.
-const MAX_DATAGRAM: usize = 2000;
 /// ICE-TCP connections at once; each costs two tasks and a small buffer.
 const MAX_TCP_CONNECTIONS: usize = 1000;
 /// ICE-TCP connections from one client address (an IPv6 /64): a participant opens one or
@@ -41,9 +40,16 @@ pub(crate) struct Datagram {
     pub data: Vec<u8>,
 }
 
-/// Sending side of the media port, owned by the hub.
+/// One UDP socket of the media port and what waits to go out of it.
+struct UdpEndpoint {
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    outgoing: batch::Sender,
+}
+
+/// The media port, owned by the hub.
 pub(crate) struct MediaPort {
-    udp: Vec<Arc<UdpSocket>>,
+    udp: Vec<UdpEndpoint>,
     tcp: Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>,
     pub local_addresses: Vec<SocketAddr>,
     pub tasks: Vec<JoinHandle<()>>,
@@ -61,9 +67,7 @@ impl MediaPort {
         for address in addresses {
             let socket = UdpSocket::bind(address).await.map_err(|source| Error::Bind { address: *address, source })?;
             let local = socket.local_addr().map_err(|source| Error::Bind { address: *address, source })?;
-            let socket = Arc::new(socket);
-            port.tasks.push(tokio::spawn(read_udp(socket.clone(), local, inbound.clone())));
-            port.udp.push(socket);
+            port.udp.push(UdpEndpoint { socket: Arc::new(socket), local, outgoing: batch::Sender::new() });
             port.local_addresses.push(local);
             if !ice_tcp {
                 continue;
@@ -78,27 +82,35 @@ impl MediaPort {
         Ok(port)
     }
 
-    /// Sends one packet; a full socket buffer or a gone TCP connection drops it, as UDP would.
-    pub fn send(&self, proto: Protocol, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+    /// The UDP sockets, with their local addresses, for the hub to read.
+    pub fn udp_sockets(&self) -> Vec<(Arc<UdpSocket>, SocketAddr)> {
+        self.udp.iter().map(|endpoint| (endpoint.socket.clone(), endpoint.local)).collect()
+    }
+
+    /// Sends one packet: UDP is queued and goes out with the next [`MediaPort::flush`] (or
+    /// when a batch is full). A full socket buffer or a gone TCP connection drops it, as UDP
+    /// would.
+    pub fn send(&mut self, proto: Protocol, source: SocketAddr, destination: SocketAddr, data: Vec<u8>) {
         match proto {
             Protocol::Udp => {
-                let Some(socket) =
-                    self.udp.iter().find(|socket| socket.local_addr().is_ok_and(|local| local == source))
-                else {
+                let Some(endpoint) = self.udp.iter_mut().find(|endpoint| endpoint.local == source) else {
                     return;
                 };
-                if let Err(error) = socket.try_send_to(data, destination)
-                    && error.kind() != std::io::ErrorKind::WouldBlock
-                {
-                    tracing::debug!(%destination, %error, "media send failed");
-                }
+                endpoint.outgoing.push(&*endpoint.socket, destination, data);
             }
             _ => {
                 let sender = self.tcp.lock().ok().and_then(|map| map.get(&destination).cloned());
                 if let Some(sender) = sender {
-                    let _ = sender.try_send(data.to_vec());
+                    let _ = sender.try_send(data);
                 }
             }
+        }
+    }
+
+    /// Sends every queued UDP datagram.
+    pub fn flush(&mut self) {
+        for endpoint in &mut self.udp {
+            endpoint.outgoing.send(&*endpoint.socket);
         }
     }
 
@@ -108,24 +120,6 @@ impl MediaPort {
         }
         if let Ok(mut map) = self.tcp.lock() {
             map.clear();
-        }
-    }
-}
-
-async fn read_udp(socket: Arc<UdpSocket>, local: SocketAddr, inbound: mpsc::Sender<Datagram>) {
-    let mut buffer = vec![0u8; MAX_DATAGRAM];
-    loop {
-        match socket.recv_from(&mut buffer).await {
-            Ok((length, source)) => {
-                let datagram =
-                    Datagram { proto: Protocol::Udp, source, destination: local, data: buffer[..length].to_vec() };
-                // A full queue means the hub is behind: drop, as the kernel would.
-                if let Err(mpsc::error::TrySendError::Closed(_)) = inbound.try_send(datagram) {
-                    return;
-                }
-            }
-            // ICMP port unreachable from a departed browser shows up here on Linux.
-            Err(error) => tracing::trace!(%error, "media receive error"),
         }
     }
 }
