@@ -14,7 +14,7 @@
 # medians over the rounds.
 #
 # Usage: scripts/bench-conference.sh [-r ROUNDS] [-d SECONDS] [-s "SCENARIOS"] [-j]   (as root)
-#   -j: lienthong only (no Janus)
+#   -j: lienthong only (no Janus); SKIP_BUILD=1 uses the release binaries already built
 # Needs: janus (Debian package), iproute2, python3. Results: $OUT (default /tmp/bench-conference).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +30,7 @@ done
 [[ $SERVERS != *janus* ]] || command -v janus >/dev/null || { echo "janus not installed (apt-get install janus)" >&2; exit 1; }
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release -q -p lienthong -p lienthong-load
+[[ -n ${SKIP_BUILD:-} ]] || cargo build --release -q -p lienthong -p lienthong-load
 # LIENTHONG_BINARY measures another build (e.g. another branch's) with the same load.
 LIENTHONG=${LIENTHONG_BINARY:-$CARGO_TARGET_DIR/release/lienthong} LOAD=$CARGO_TARGET_DIR/release/lienthong-load
 OUT=${OUT:-/tmp/bench-conference}
