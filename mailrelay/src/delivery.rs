@@ -190,9 +190,7 @@ async fn deliver_group(
         envelope_id: meta.envelope_id.as_ref(),
         require_tls: requiretls && !matches!(destination, Destination::Local(_)),
     };
-    let mut last_failure = String::from("451 4.4.0 no host to try");
-    // REQUIRETLS bounces only when every host failed for want of TLS, not of a network.
-    let mut only_insecure = true;
+    let mut attempts = decision::HostAttempts::new(outgoing.require_tls);
     for Exchanger { host, address } in &targets {
         if let secure::Report::Testing(policy) = &report
             && !policy.allows(host)
@@ -218,51 +216,34 @@ async fn deliver_group(
                 shared.client.send(*address, host, tls_policy, &outgoing).await
             }
         };
-        match sent {
+        let failure = match sent {
             Ok((tls, replies)) => {
                 let relay = match &tls {
                     Some(tls) => format!("{host}[{address}] ({tls})"),
                     None => format!("{host}[{address}]"),
                 };
-                return replies
-                    .into_iter()
-                    .map(|reply| match reply {
-                        Ok(reply) => Outcome::Delivered { relay: relay.clone(), reply: reply.to_string() },
-                        Err(reply) => Outcome::Failed {
-                            permanent: reply.code >= 500,
-                            diagnostic: reply.to_string().replace('\n', " "),
-                            remote: Some(host.clone()),
-                        },
-                    })
-                    .collect();
+                return decision::answered(&relay, host, replies);
             }
-            Err(failure) if outgoing.require_tls && failure.security => {
-                tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message, "REQUIRETLS: next hop refused");
-                last_failure = match failure.message.strip_prefix("550 5.7.10 ") {
-                    Some(reason) => format!("550 5.7.10 {reason} ({host})"),
-                    None => format!("550 5.7.10 REQUIRETLS: {}", failure.message),
-                };
-            }
-            Err(failure) if failure.permanent => return failed_all(true, failure.message, Some(host.clone())),
-            Err(failure) => {
-                if failure.security && report == secure::Report::Enforced {
-                    metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "enforce").increment(1);
-                    tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message,
-                        "MTA-STS enforce: no verified TLS to this MX host; not sending in clear");
-                }
-                only_insecure = false;
-                last_failure = failure.message;
-            }
+            Err(failure) => failure,
+        };
+        if outgoing.require_tls && failure.security {
+            tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message, "REQUIRETLS: next hop refused");
+        } else if failure.security && !failure.permanent && report == secure::Report::Enforced {
+            metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "enforce").increment(1);
+            tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message,
+                "MTA-STS enforce: no verified TLS to this MX host; not sending in clear");
+        }
+        if let Some(outcome) = attempts.failed(host, &failure) {
+            return indexes.iter().map(|_| outcome.clone()).collect();
         }
     }
-    if outgoing.require_tls && only_insecure && !targets.is_empty() {
+    let outcome = attempts.exhausted();
+    if outgoing.require_tls && matches!(outcome, Outcome::Failed { permanent: true, .. }) {
         metrics::counter!("lienthong_mail_requiretls_refused_total", "stage" => "delivery").increment(1);
-        return failed_all(true, last_failure, None);
     }
-    failed_all(false, last_failure, None)
+    indexes.iter().map(|_| outcome.clone()).collect()
 }
 
-/// Records what this attempt did for each recipient and applies [`decision::decide`].
 async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<Option<Outcome>>) {
     let now = unix_now();
     let routes = shared.routes();

@@ -4,6 +4,7 @@
 
 use lienthong_config::QueuePolicy;
 
+use crate::outbound::{Failure, RecipientOutcome};
 use crate::queue::backoff;
 
 /// What one attempt did for one recipient.
@@ -52,6 +53,69 @@ pub fn decide(outcome: Option<&Outcome>, attempt: Attempt, schedule: &QueuePolic
     }
     let delay = backoff(attempt.earlier.saturating_add(1), schedule.retry_after, schedule.max_retry_interval);
     Decision::Retry { at: attempt.now.saturating_add(delay.as_secs().max(1)) }
+}
+
+/// Each recipient's outcome from the replies of the host that took the transaction.
+pub fn answered(relay: &str, host: &str, replies: Vec<RecipientOutcome>) -> Vec<Outcome> {
+    replies
+        .into_iter()
+        .map(|reply| match reply {
+            Ok(reply) => Outcome::Delivered { relay: relay.to_owned(), reply: reply.to_string() },
+            Err(reply) => Outcome::Failed {
+                permanent: reply.code >= 500,
+                diagnostic: reply.to_string(),
+                remote: Some(host.to_owned()),
+            },
+        })
+        .collect()
+}
+
+/// The hosts of one destination, tried in order until one takes the transaction: what their
+/// failures mean for every recipient of the group.
+#[derive(Debug)]
+pub struct HostAttempts {
+    /// The message passes `REQUIRETLS` on.
+    requiretls: bool,
+    last_failure: String,
+    /// Every host so far failed for want of TLS, none for a network failure.
+    only_insecure: bool,
+    tried: bool,
+}
+
+impl HostAttempts {
+    pub fn new(requiretls: bool) -> Self {
+        Self { requiretls, last_failure: "451 4.4.0 no host to try".into(), only_insecure: true, tried: false }
+    }
+
+    /// `host` failed the whole transaction. `Some`: the outcome for every recipient, no other
+    /// host is tried (a permanent refusal); `None`: try the next host.
+    pub fn failed(&mut self, host: &str, failure: &Failure) -> Option<Outcome> {
+        self.tried = true;
+        if self.requiretls && failure.security {
+            self.last_failure = match failure.message.strip_prefix("550 5.7.10 ") {
+                Some(reason) => format!("550 5.7.10 {reason} ({host})"),
+                None => format!("550 5.7.10 REQUIRETLS: {}", failure.message),
+            };
+            return None;
+        }
+        if failure.permanent {
+            return Some(Outcome::Failed {
+                permanent: true,
+                diagnostic: failure.message.clone(),
+                remote: Some(host.to_owned()),
+            });
+        }
+        self.only_insecure = false;
+        self.last_failure = failure.message.clone();
+        None
+    }
+
+    /// Every host failed: the message waits, except that `REQUIRETLS` bounces when every host
+    /// failed for want of TLS, not of a network (RFC 8689 4.2.1).
+    pub fn exhausted(self) -> Outcome {
+        let permanent = self.requiretls && self.only_insecure && self.tried;
+        Outcome::Failed { permanent, diagnostic: self.last_failure, remote: None }
+    }
 }
 
 #[cfg(test)]
@@ -116,6 +180,82 @@ mod tests {
         assert_eq!(remote, None);
         assert!(matches!(decide(None, attempt(31, 6 * DAY), &schedule()), Decision::Bounce { .. }));
         assert!(matches!(decide(None, attempt(0, 0), &schedule()), Decision::Retry { at } if at == NOW + 300));
+    }
+
+    fn failure(permanent: bool, security: bool, message: &str) -> Failure {
+        Failure { permanent, security, message: message.into() }
+    }
+
+    #[test]
+    fn replies_become_outcomes_per_recipient() {
+        use crate::outbound::Reply;
+        let ok = Reply { code: 250, text: "2.0.0 queued".into() };
+        let unknown = Reply { code: 521, text: "5.3.2 no mail here\nsee the directory".into() };
+        let busy = Reply { code: 452, text: "4.2.2 full".into() };
+        let outcomes = answered("mx[192.0.2.1]", "mx", vec![Ok(ok), Err(unknown), Err(busy)]);
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::Delivered { relay: "mx[192.0.2.1]".into(), reply: "250 2.0.0 queued".into() },
+                Outcome::Failed {
+                    permanent: true,
+                    diagnostic: "521 5.3.2 no mail here see the directory".into(),
+                    remote: Some("mx".into())
+                },
+                Outcome::Failed { permanent: false, diagnostic: "452 4.2.2 full".into(), remote: Some("mx".into()) },
+            ]
+        );
+    }
+
+    #[test]
+    fn hosts_are_tried_until_a_permanent_refusal_and_then_the_message_waits() {
+        let mut attempts = HostAttempts::new(false);
+        assert_eq!(attempts.failed("mx1", &failure(false, false, "cannot connect")), None);
+        assert_eq!(attempts.failed("mx2", &failure(false, true, "no STARTTLS")), None);
+        assert_eq!(
+            attempts.exhausted(),
+            Outcome::Failed { permanent: false, diagnostic: "no STARTTLS".into(), remote: None }
+        );
+        let mut attempts = HostAttempts::new(false);
+        let refused = attempts.failed("mx1", &failure(true, false, "MAIL FROM refused: 550 no"));
+        assert_eq!(
+            refused,
+            Some(Outcome::Failed {
+                permanent: true,
+                diagnostic: "MAIL FROM refused: 550 no".into(),
+                remote: Some("mx1".into())
+            })
+        );
+        let nothing = HostAttempts::new(true).exhausted();
+        assert_eq!(
+            nothing,
+            Outcome::Failed { permanent: false, diagnostic: "451 4.4.0 no host to try".into(), remote: None }
+        );
+    }
+
+    #[test]
+    fn requiretls_bounces_only_when_every_host_lacked_tls() {
+        let no_extension =
+            failure(true, true, "550 5.7.10 REQUIRETLS: the next hop does not offer REQUIRETLS over TLS");
+        let mut attempts = HostAttempts::new(true);
+        assert_eq!(attempts.failed("mx1", &no_extension), None, "a security failure tries the next host");
+        assert_eq!(attempts.failed("mx2", &failure(false, true, "certificate does not verify")), None);
+        let Outcome::Failed { permanent: true, diagnostic, .. } = attempts.exhausted() else { panic!() };
+        assert_eq!(diagnostic, "550 5.7.10 REQUIRETLS: certificate does not verify");
+        let mut attempts = HostAttempts::new(true);
+        attempts.failed("mx1", &no_extension);
+        assert_eq!(
+            attempts.exhausted(),
+            Outcome::Failed {
+                permanent: true,
+                diagnostic: "550 5.7.10 REQUIRETLS: the next hop does not offer REQUIRETLS over TLS (mx1)".into(),
+                remote: None
+            }
+        );
+        let mut attempts = HostAttempts::new(true);
+        attempts.failed("mx1", &no_extension);
+        attempts.failed("mx2", &failure(false, false, "connection timed out"));
+        assert!(matches!(attempts.exhausted(), Outcome::Failed { permanent: false, .. }), "a network failure waits");
     }
 
     #[test]
