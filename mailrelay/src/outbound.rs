@@ -312,14 +312,3 @@ async fn has_unread_input<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
     // A zero timeout still polls the read once: ready means data, EOF or an error.
     tokio::time::timeout(Duration::ZERO, stream.read(&mut [0; 1])).await.is_ok()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::client::dot_stuff;
-
-    #[test]
-    fn dot_stuffing() {
-        assert_eq!(dot_stuff(b".a\r\nb\r\n..c\r\n"), b"..a\r\nb\r\n...c\r\n");
-        assert_eq!(dot_stuff(b"no end"), b"no end\r\n");
-    }
-}

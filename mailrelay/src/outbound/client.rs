@@ -14,47 +14,17 @@
 
 use std::collections::VecDeque;
 
-use smtp_proto::response::parser::{MAX_RESPONSE_LENGTH, ResponseReceiver};
-use smtp_proto::{EXT_8BIT_MIME, EXT_DSN, EXT_REQUIRE_TLS, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse};
+use smtp_proto::{EXT_REQUIRE_TLS, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse};
 
 use crate::address::Address;
 use crate::esmtp::{EnvelopeId, OriginalRecipient};
+pub use commands::CommandLine;
+use commands::dot_stuff;
+use reply::{Framed, Replies};
+pub use reply::{MAX_REPLY_BYTES, MAX_REPLY_LINES, Reply};
 
-/// Longest reply accepted, all lines together (smtp-proto keeps no more text than this).
-pub const MAX_REPLY_BYTES: usize = MAX_RESPONSE_LENGTH;
-/// Most lines in one reply (an `EHLO` reply names one extension a line; 20 is already many).
-pub const MAX_REPLY_LINES: usize = 64;
-
-/// A server reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub code: u16,
-    /// The enhanced status code (if any) and text, continuation lines joined with `\n`;
-    /// control characters are replaced by `?`.
-    pub text: String,
-}
-
-impl std::fmt::Display for Reply {
-    /// One line (continuation lines joined with a space), for logs, DSNs and `queue show`.
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "{} {}", self.code, self.text.replace('\n', " "))
-    }
-}
-
-/// One command line: no control character anywhere, CRLF added when written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandLine(String);
-
-impl CommandLine {
-    /// `None` when `text` holds a control character (CR, LF, NUL, DEL, C1...).
-    pub fn new(text: String) -> Option<Self> {
-        (!text.chars().any(char::is_control)).then_some(Self(text))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+mod commands;
+mod reply;
 
 /// What failed for the whole transaction (or the connection before it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,9 +125,7 @@ pub struct Conversation {
     hostname: String,
     encryption: Encryption,
     state: State,
-    input: Vec<u8>,
-    /// More arrived than one reply may hold.
-    overflowed: bool,
+    replies: Replies,
     output: Vec<u8>,
     extensions: Extensions,
     secured: bool,
@@ -208,8 +176,7 @@ impl Conversation {
             hostname,
             encryption,
             state: State::Greeting,
-            input: Vec::new(),
-            overflowed: false,
+            replies: Replies::default(),
             output: Vec::new(),
             extensions: Extensions::default(),
             secured: false,
@@ -218,10 +185,7 @@ impl Conversation {
 
     /// Received bytes. At most one reply is kept; anything beyond fails the conversation.
     pub fn feed(&mut self, bytes: &[u8]) {
-        let room = (MAX_REPLY_BYTES + 1).saturating_sub(self.input.len());
-        let taken = bytes.len().min(room);
-        self.input.extend_from_slice(&bytes[..taken]);
-        self.overflowed |= taken < bytes.len();
+        self.replies.feed(bytes);
     }
 
     /// The bytes to write now.
@@ -239,7 +203,7 @@ impl Conversation {
     pub fn tls_started(&mut self) {
         if matches!(self.state, State::Handshake) {
             self.secured = true;
-            self.input.clear();
+            self.replies.clear();
             self.extensions = Extensions::default();
             self.command(&self.ehlo_line());
             self.state = State::EhloSecured;
@@ -252,8 +216,7 @@ impl Conversation {
             self.state = State::Refused(Failure::temporary("the connection is not between transactions".into()));
             return;
         }
-        let offers = |extension| self.extensions.offers(extension);
-        if message.require_tls && (!self.secured || !offers(EXT_REQUIRE_TLS)) {
+        if message.require_tls && (!self.secured || !self.extensions.offers(EXT_REQUIRE_TLS)) {
             self.state = State::Refused(Failure {
                 permanent: true,
                 message: "550 5.7.10 REQUIRETLS: the next hop does not offer REQUIRETLS over TLS".into(),
@@ -261,39 +224,7 @@ impl Conversation {
             });
             return;
         }
-        let dsn = offers(EXT_DSN);
-        let mut mail = format!("MAIL FROM:<{}>", message.sender.map(ToString::to_string).unwrap_or_default());
-        if offers(EXT_SIZE) {
-            mail.push_str(&format!(" SIZE={}", message.content.len()));
-        }
-        if message.eight_bit && offers(EXT_8BIT_MIME) {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        if message.smtputf8 && offers(EXT_SMTP_UTF8) {
-            mail.push_str(" SMTPUTF8");
-        }
-        if message.require_tls {
-            mail.push_str(" REQUIRETLS");
-        }
-        if dsn {
-            mail.push_str(if message.return_full { " RET=FULL" } else { " RET=HDRS" });
-            if let Some(id) = message.envelope_id {
-                mail.push_str(&format!(" ENVID={}", id.to_xtext()));
-            }
-        }
-        let mut pending = VecDeque::with_capacity(message.recipients.len());
-        for (address, notify, original) in &message.recipients {
-            let mut rcpt = format!("RCPT TO:<{address}>");
-            if dsn {
-                if let Some(notify) = notify_parameter(*notify) {
-                    rcpt.push_str(&format!(" NOTIFY={notify}"));
-                }
-                if let Some(original) = original {
-                    rcpt.push_str(&format!(" ORCPT={}", original.to_parameter()));
-                }
-            }
-            pending.push_back(rcpt);
-        }
+        let (mail, pending) = commands::transaction(message, self.extensions);
         // A control character in a queued value is a bug upstream (everything is validated on
         // the way in), so the message waits rather than being sent.
         let lines: Option<VecDeque<CommandLine>> = pending.into_iter().map(CommandLine::new).collect();
@@ -379,7 +310,7 @@ impl Conversation {
             State::Final(_) => Wait::Content,
             _ => Wait::Command,
         };
-        match self.next_reply() {
+        match self.replies.next() {
             Framed::Incomplete => Action::Read(wait),
             Framed::Reply(reply, raw) => self.handle(reply, &raw),
             Framed::OutOfStep(what) => self.out_of_step(what),
@@ -411,7 +342,7 @@ impl Conversation {
                     return Action::Ready;
                 }
                 if self.extensions.offers(EXT_START_TLS) {
-                    self.command(&CommandLine("STARTTLS".into()));
+                    self.command(&CommandLine::constant("STARTTLS"));
                     self.state = State::StartTls;
                     return Action::Read(Wait::Command);
                 }
@@ -452,7 +383,7 @@ impl Conversation {
                     return Action::Read(Wait::Command);
                 }
                 if transaction.outcomes.iter().any(Result::is_ok) {
-                    self.command(&CommandLine("DATA".into()));
+                    self.command(&CommandLine::constant("DATA"));
                     self.state = State::Data(transaction);
                     return Action::Read(Wait::Command);
                 }
@@ -489,11 +420,11 @@ impl Conversation {
                 Action::Read(Wait::Command)
             }
             State::ProbeMail(_) => {
-                self.command(&CommandLine("QUIT".into()));
+                self.command(&CommandLine::constant("QUIT"));
                 Action::Failed(Failure::refused("MAIL FROM:<> refused", &reply))
             }
             State::ProbeRecipient => {
-                self.command(&CommandLine("QUIT".into()));
+                self.command(&CommandLine::constant("QUIT"));
                 Action::Probed(reply)
             }
             State::Ready | State::Handshake | State::Content(_) | State::Refused(_) | State::Closed => {
@@ -503,7 +434,7 @@ impl Conversation {
     }
 
     fn reset(&mut self, after: AfterReset) -> Action {
-        self.command(&CommandLine("RSET".into()));
+        self.command(&CommandLine::constant("RSET"));
         self.state = State::Reset(after);
         Action::Read(Wait::Command)
     }
@@ -531,72 +462,13 @@ impl Conversation {
     fn ehlo_line(&self) -> CommandLine {
         // The hostname is validated config; a control character in it still never reaches the
         // wire (the next hop refuses the empty EHLO).
-        CommandLine::new(format!("EHLO {}", self.hostname)).unwrap_or_else(|| CommandLine("EHLO".into()))
+        CommandLine::new(format!("EHLO {}", self.hostname)).unwrap_or_else(|| CommandLine::constant("EHLO"))
     }
 
     fn command(&mut self, line: &CommandLine) {
-        self.output.extend_from_slice(line.0.as_bytes());
+        self.output.extend_from_slice(line.as_str().as_bytes());
         self.output.extend_from_slice(b"\r\n");
     }
-
-    /// One complete reply off the input: every line `CODE-text` but the last, `CODE text`, all
-    /// with the same code, and nothing after it.
-    fn next_reply(&mut self) -> Framed {
-        if self.overflowed {
-            return Framed::OutOfStep("reply too long");
-        }
-        let mut start = 0;
-        let mut code = None;
-        let mut lines = 0;
-        loop {
-            lines += 1;
-            let Some(length) = self.input[start..].iter().position(|&byte| byte == b'\n') else {
-                return if self.input.len() > MAX_REPLY_BYTES {
-                    Framed::OutOfStep("reply too long")
-                } else {
-                    Framed::Incomplete
-                };
-            };
-            let end = start + length + 1;
-            if end > MAX_REPLY_BYTES {
-                return Framed::OutOfStep("reply too long");
-            }
-            if lines > MAX_REPLY_LINES {
-                return Framed::OutOfStep("reply has too many lines");
-            }
-            let line = &self.input[start..end - 1];
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let digits = line.get(..3).filter(|digits| digits.iter().all(u8::is_ascii_digit));
-            let separator = line.get(3).copied();
-            let (Some(digits), Some(b' ' | b'-') | None) = (digits, separator) else {
-                return Framed::OutOfStep("malformed reply line");
-            };
-            let this = digits.iter().fold(0u16, |value, digit| value * 10 + u16::from(digit - b'0'));
-            if !(200..600).contains(&this) || code.is_some_and(|code| code != this) {
-                return Framed::OutOfStep("malformed reply code");
-            }
-            code = Some(this);
-            if separator == Some(b'-') {
-                start = end;
-                continue;
-            }
-            if end < self.input.len() {
-                return Framed::OutOfStep("more data after the reply");
-            }
-            let raw = std::mem::take(&mut self.input);
-            return match ResponseReceiver::default().parse(&mut raw.iter()) {
-                Ok(response) => Framed::Reply(reply_from(&response), raw),
-                Err(_) => Framed::OutOfStep("unparsable reply"),
-            };
-        }
-    }
-}
-
-enum Framed {
-    Incomplete,
-    /// The reply and its bytes (an `EHLO` reply is parsed again for its extensions).
-    Reply(Reply, Vec<u8>),
-    OutOfStep(&'static str),
 }
 
 /// The positive codes that may answer in `state`; 4xx and 5xx always may.
@@ -610,63 +482,6 @@ fn expected(state: &State) -> &'static [u16] {
         }
         State::Ready | State::Handshake | State::Content(_) | State::Refused(_) | State::Closed => &[],
     }
-}
-
-fn reply_from(response: &smtp_proto::Response<String>) -> Reply {
-    let mut text = String::with_capacity(response.message.len() + 8);
-    if response.esc != [0, 0, 0] {
-        let [class, subject, detail] = response.esc;
-        text.push_str(&format!("{class}.{subject}.{detail}"));
-        if !response.message.is_empty() {
-            text.push(' ');
-        }
-    }
-    let lines: Vec<&str> = response.message.split('\n').map(str::trim_end).collect();
-    for (index, line) in lines.iter().enumerate() {
-        if index > 0 {
-            text.push('\n');
-        }
-        text.extend(line.chars().filter(|&c| c != '\r').map(|c| if c.is_control() { '?' } else { c }));
-    }
-    Reply { code: response.code, text }
-}
-
-fn notify_parameter(flags: u64) -> Option<String> {
-    if flags == 0 {
-        return None;
-    }
-    if flags & smtp_proto::RCPT_NOTIFY_NEVER != 0 {
-        return Some("NEVER".into());
-    }
-    let mut parts = Vec::new();
-    for (bit, name) in [
-        (smtp_proto::RCPT_NOTIFY_SUCCESS, "SUCCESS"),
-        (smtp_proto::RCPT_NOTIFY_FAILURE, "FAILURE"),
-        (smtp_proto::RCPT_NOTIFY_DELAY, "DELAY"),
-    ] {
-        if flags & bit != 0 {
-            parts.push(name);
-        }
-    }
-    (!parts.is_empty()).then(|| parts.join(","))
-}
-
-/// Adds the transparency dot (RFC 5321 4.5.2) and ends the content with CRLF.
-/// Content in the queue only has CRLF line endings (bare CR/LF are refused on the way in).
-pub fn dot_stuff(content: &[u8]) -> Vec<u8> {
-    let mut stuffed = Vec::with_capacity(content.len() + content.len() / 64 + 8);
-    let mut at_line_start = true;
-    for &byte in content {
-        if at_line_start && byte == b'.' {
-            stuffed.push(b'.');
-        }
-        stuffed.push(byte);
-        at_line_start = byte == b'\n';
-    }
-    if !content.is_empty() && !content.ends_with(b"\r\n") {
-        stuffed.extend_from_slice(b"\r\n");
-    }
-    stuffed
 }
 
 #[cfg(test)]

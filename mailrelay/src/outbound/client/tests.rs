@@ -3,6 +3,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use smtp_proto::{EXT_8BIT_MIME, EXT_DSN, EXT_SIZE};
+
 use super::*;
 
 const EHLO_CLEAR: &str = "250-mx.example.vn hello\r\n250-SIZE 10000000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n";
@@ -343,7 +345,7 @@ fn oversize_replies_fail_and_the_input_stays_bounded() {
     let mut conversation = Conversation::new("relay.example.vn".into(), Encryption::WhenOffered);
     for _ in 0..1000 {
         conversation.feed(&[b'2'; 1024]);
-        assert!(conversation.input.len() <= MAX_REPLY_BYTES + 1);
+        assert!(conversation.replies.input.len() <= MAX_REPLY_BYTES + 1);
     }
     assert!(matches!(conversation.advance(), Action::Failed(_)));
 
@@ -419,6 +421,12 @@ fn the_probe_asks_one_recipient_and_quits() {
     assert_eq!(written(&mut refused), "MAIL FROM:<>\r\n");
     assert!(failed(&say(&mut refused, "550 no null sender\r\n")).permanent);
     assert_eq!(written(&mut refused), "QUIT\r\n");
+}
+
+#[test]
+fn dot_stuffing() {
+    assert_eq!(dot_stuff(b".a\r\nb\r\n..c\r\n"), b"..a\r\nb\r\n...c\r\n");
+    assert_eq!(dot_stuff(b"no end"), b"no end\r\n");
 }
 
 #[test]
@@ -498,7 +506,7 @@ fn random_reply_sequences_end_with_one_outcome_per_recipient() {
                     let split = random.random_range(0..=reply.len());
                     conversation.feed(&reply[..split]);
                     conversation.feed(&reply[split..]);
-                    assert!(conversation.input.len() <= MAX_REPLY_BYTES + 1);
+                    assert!(conversation.replies.input.len() <= MAX_REPLY_BYTES + 1);
                 }
                 Action::StartTls => conversation.tls_started(),
                 Action::SendContent => conversation.write_content(outgoing.content),
