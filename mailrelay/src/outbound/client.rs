@@ -204,7 +204,6 @@ impl Conversation {
         if matches!(self.state, State::Handshake) {
             self.secured = true;
             self.replies.clear();
-            self.extensions = Extensions::default();
             self.command(&self.ehlo_line());
             self.state = State::EhloSecured;
         }
