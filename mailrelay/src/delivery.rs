@@ -12,11 +12,13 @@ use crate::audit;
 use crate::dsn::{self, FailedRecipient};
 use crate::message;
 use crate::outbound::{Outgoing, TlsPolicy};
+use crate::queue::Meta;
 use crate::queue::journal::Location;
-use crate::queue::{Meta, backoff};
 use crate::resolver::Exchanger;
 use crate::{Shared, unix_now};
+use decision::{Attempt, Decision, Outcome};
 
+mod decision;
 mod secure;
 
 /// Deliveries running at once.
@@ -33,11 +35,6 @@ enum Destination {
     Smarthost(SocketAddr, TlsPolicy),
     /// The MX hosts of this domain.
     Exchangers(String),
-}
-
-enum Outcome {
-    Delivered { relay: String, reply: String },
-    Failed { permanent: bool, diagnostic: String, remote: Option<String> },
 }
 
 /// Runs until `shutdown` turns true, then waits (at most 10 s) for deliveries in flight.
@@ -193,9 +190,7 @@ async fn deliver_group(
         envelope_id: meta.envelope_id.as_ref(),
         require_tls: requiretls && !matches!(destination, Destination::Local(_)),
     };
-    let mut last_failure = String::from("451 4.4.0 no host to try");
-    // REQUIRETLS bounces only when every host failed for want of TLS, not of a network.
-    let mut only_insecure = true;
+    let mut attempts = decision::HostAttempts::new(outgoing.require_tls);
     for Exchanger { host, address } in &targets {
         if let secure::Report::Testing(policy) = &report
             && !policy.allows(host)
@@ -221,92 +216,54 @@ async fn deliver_group(
                 shared.client.send(*address, host, tls_policy, &outgoing).await
             }
         };
-        match sent {
+        let failure = match sent {
             Ok((tls, replies)) => {
                 let relay = match &tls {
                     Some(tls) => format!("{host}[{address}] ({tls})"),
                     None => format!("{host}[{address}]"),
                 };
-                return replies
-                    .into_iter()
-                    .map(|reply| match reply {
-                        Ok(reply) => Outcome::Delivered { relay: relay.clone(), reply: reply.to_string() },
-                        Err(reply) => Outcome::Failed {
-                            permanent: reply.code >= 500,
-                            diagnostic: reply.to_string().replace('\n', " "),
-                            remote: Some(host.clone()),
-                        },
-                    })
-                    .collect();
+                return decision::answered(&relay, host, replies);
             }
-            Err(failure) if outgoing.require_tls && failure.security => {
-                tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message, "REQUIRETLS: next hop refused");
-                last_failure = match failure.message.strip_prefix("550 5.7.10 ") {
-                    Some(reason) => format!("550 5.7.10 {reason} ({host})"),
-                    None => format!("550 5.7.10 REQUIRETLS: {}", failure.message),
-                };
-            }
-            Err(failure) if failure.permanent => return failed_all(true, failure.message, Some(host.clone())),
-            Err(failure) => {
-                if failure.security && report == secure::Report::Enforced {
-                    metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "enforce").increment(1);
-                    tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message,
-                        "MTA-STS enforce: no verified TLS to this MX host; not sending in clear");
-                }
-                only_insecure = false;
-                last_failure = failure.message;
-            }
+            Err(failure) => failure,
+        };
+        if outgoing.require_tls && failure.security {
+            tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message, "REQUIRETLS: next hop refused");
+        } else if failure.security && !failure.permanent && report == secure::Report::Enforced {
+            metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "enforce").increment(1);
+            tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message,
+                "MTA-STS enforce: no verified TLS to this MX host; not sending in clear");
+        }
+        if let Some(outcome) = attempts.failed(host, &failure) {
+            return indexes.iter().map(|_| outcome.clone()).collect();
         }
     }
-    if outgoing.require_tls && only_insecure && !targets.is_empty() {
+    let outcome = attempts.exhausted();
+    if outgoing.require_tls && matches!(outcome, Outcome::Failed { permanent: true, .. }) {
         metrics::counter!("lienthong_mail_requiretls_refused_total", "stage" => "delivery").increment(1);
-        return failed_all(true, last_failure, None);
     }
-    failed_all(false, last_failure, None)
+    indexes.iter().map(|_| outcome.clone()).collect()
 }
 
 async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<Option<Outcome>>) {
     let now = unix_now();
     let routes = shared.routes();
+    let attempt = Attempt { earlier: meta.attempts, arrived_unix: meta.arrived_unix, now };
     let mut remaining = Vec::new();
     let mut failed = Vec::new();
     let mut last_temporary = None;
+    let mut next_attempt = None;
     for (recipient, outcome) in meta.recipients.iter().zip(outcomes) {
-        match outcome {
+        let address = recipient.address.to_string();
+        match &outcome {
             Some(Outcome::Delivered { relay, reply }) => {
                 metrics::counter!("lienthong_mail_delivered_total").increment(1);
-                let line = audit::attempt(
-                    &meta.id,
-                    &recipient.address.to_string(),
-                    Some(&relay),
-                    &reply,
-                    audit::Outcome::Delivered,
-                    now,
-                );
+                let line = audit::attempt(&meta.id, &address, Some(relay), reply, audit::Outcome::Delivered, now);
                 shared.audit.write(&line, now);
                 tracing::info!(queue_id = %meta.id, recipient = %recipient.address, %relay, %reply, "delivered");
             }
-            Some(Outcome::Failed { permanent: true, diagnostic, remote }) => {
-                let line = audit::attempt(
-                    &meta.id,
-                    &recipient.address.to_string(),
-                    remote.as_deref(),
-                    &diagnostic,
-                    audit::Outcome::Bounced,
-                    now,
-                );
-                shared.audit.write(&line, now);
-                failed.push(FailedRecipient { recipient: recipient.clone(), diagnostic, remote });
-            }
             Some(Outcome::Failed { permanent: false, diagnostic, remote }) => {
-                let line = audit::attempt(
-                    &meta.id,
-                    &recipient.address.to_string(),
-                    remote.as_deref(),
-                    &diagnostic,
-                    audit::Outcome::Deferred,
-                    now,
-                );
+                let line =
+                    audit::attempt(&meta.id, &address, remote.as_deref(), diagnostic, audit::Outcome::Deferred, now);
                 shared.audit.write(&line, now);
                 metrics::counter!("lienthong_mail_deferred_total").increment(1);
                 tracing::warn!(queue_id = %meta.id, recipient = %recipient.address, reply = %diagnostic, "deferred");
@@ -315,42 +272,35 @@ async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<
                     crate::message::rfc822_date(now),
                     recipient.address
                 ));
-                last_temporary = Some(diagnostic);
+                last_temporary = Some(diagnostic.clone());
+            }
+            Some(Outcome::Failed { permanent: true, .. }) | None => {}
+        }
+        match decision::decide(outcome.as_ref(), attempt, &routes.queue) {
+            Decision::Complete => {}
+            Decision::Retry { at } => {
+                next_attempt = Some(at);
                 remaining.push(recipient.clone());
             }
-            None => remaining.push(recipient.clone()),
-        }
-    }
-    let expired = now.saturating_sub(meta.arrived_unix) >= routes.queue.give_up_after.as_secs();
-    if expired && !remaining.is_empty() {
-        let reason = last_temporary.clone().unwrap_or_default();
-        let days = routes.queue.give_up_after.as_secs() / 86400;
-        for recipient in remaining.drain(..) {
-            let diagnostic = format!("550 5.4.7 gave up after {days} days in the queue; last error: {reason}");
-            let line = audit::attempt(
-                &meta.id,
-                &recipient.address.to_string(),
-                None,
-                &diagnostic,
-                audit::Outcome::Bounced,
-                now,
-            );
-            shared.audit.write(&line, now);
-            failed.push(FailedRecipient { recipient, diagnostic, remote: None });
+            Decision::Bounce { diagnostic, remote } => {
+                let line =
+                    audit::attempt(&meta.id, &address, remote.as_deref(), &diagnostic, audit::Outcome::Bounced, now);
+                shared.audit.write(&line, now);
+                failed.push(FailedRecipient { recipient: recipient.clone(), diagnostic, remote });
+            }
         }
     }
     if !failed.is_empty() {
         bounce(shared, meta, content, &failed, now).await;
     }
-    if remaining.is_empty() {
+    let Some(next_attempt) = next_attempt else {
         shared.queue.complete(&meta.id).await;
         return;
-    }
+    };
     meta.attempts += 1;
     meta.recipients = remaining;
     meta.last_error = last_temporary;
-    let delay = backoff(meta.attempts, routes.queue.retry_after, routes.queue.max_retry_interval);
-    meta.next_attempt_unix = now + delay.as_secs().max(1);
+    meta.next_attempt_unix = next_attempt;
     let excess = meta.history.len().saturating_sub(MAX_HISTORY);
     meta.history.drain(..excess);
     if let Err(error) = shared.queue.defer(meta.clone()).await {

@@ -5,25 +5,25 @@
 //! recipients the next hop accepted, bounce only the ones it refused (5xx) and retry only the
 //! ones it deferred (4xx), so it needs each `RCPT` reply. Per-recipient transactions with
 //! lettre would send the content once per recipient. This small client on tokio and rustls
-//! (replies parsed here, commands written by hand) sends the content once, keeps connections
-//! open for the next message to the same host, and applies the TLS policy itself.
+//! sends the content once, keeps connections open for the next message to the same host, and
+//! applies the TLS policy itself. The conversation is the sans-IO [`client::Conversation`];
+//! this file is its driver: sockets, the TLS handshake, timeouts and the connection pool.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::address::Address;
-use crate::esmtp::{EnvelopeId, OriginalRecipient};
 use crate::tls::TlsInfoExt;
-use wire::WireError;
-pub use wire::{CommandLine, Reply};
+use client::{Action, Conversation, Encryption, Wait};
+pub use client::{Failure, Outgoing, RecipientOutcome, Reply};
 
-mod wire;
+pub mod client;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -42,49 +42,12 @@ pub enum TlsPolicy {
     Required,
 }
 
-/// What failed for the whole transaction.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub permanent: bool,
-    pub message: String,
-    /// The next hop could not give the TLS that was required: no STARTTLS, a certificate that
-    /// does not verify, or no `REQUIRETLS` (not a network failure).
-    pub security: bool,
-}
-
-impl Failure {
-    fn temporary(message: String) -> Self {
-        Self { permanent: false, message, security: false }
-    }
-
-    fn insecure(message: String) -> Self {
-        Self { permanent: false, message, security: true }
-    }
-}
-
-/// One message to send.
-pub struct Outgoing<'a> {
-    pub sender: Option<&'a Address>,
-    pub recipients: Vec<(&'a Address, u64, Option<&'a OriginalRecipient>)>,
-    pub content: &'a [u8],
-    pub eight_bit: bool,
-    pub smtputf8: bool,
-    pub return_full: bool,
-    pub envelope_id: Option<&'a EnvelopeId>,
-    /// Pass `REQUIRETLS` on (RFC 8689 4.2.1); a next hop that does not offer it is refused
-    /// with a [`Failure::security`] failure before `MAIL`.
-    pub require_tls: bool,
-}
-
-/// Per-recipient outcome: `Ok` with the final reply, or the refusal.
-pub type RecipientOutcome = Result<Reply, Reply>;
-
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 struct Connection {
-    stream: BufReader<Box<dyn Io>>,
-    extensions: Vec<String>,
+    stream: Box<dyn Io>,
+    conversation: Conversation,
     tls: Option<String>,
     /// Only connections that verified the certificate serve `TlsPolicy::Required`.
     policy: TlsPolicy,
@@ -174,7 +137,7 @@ impl Client {
                 })?;
                 connections.remove(position)
             };
-            if !wire::has_unread_input(&mut connection.stream).await {
+            if !has_unread_input(&mut connection.stream).await {
                 return Some(connection);
             }
         }
@@ -192,40 +155,26 @@ impl Client {
 
     async fn connect(&self, address: SocketAddr, server_name: &str, policy: TlsPolicy) -> Result<Connection, Failure> {
         let temporary = Failure::temporary;
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+        let mut tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
             .await
             .map_err(|_| temporary(format!("connecting to {address} timed out")))?
             .map_err(|error| temporary(format!("cannot connect to {address}: {error}")))?;
         let _ = tcp.set_nodelay(true);
-        let mut stream = BufReader::new(tcp);
-        let greeting = wire::reply(&mut stream, wire::GREETING, COMMAND_TIMEOUT)
-            .await
-            .map_err(|error| temporary(format!("{address} sent no usable greeting: {error}")))?;
-        if greeting.code != 220 {
-            return Err(Failure {
-                permanent: greeting.code >= 500,
-                message: format!("{address} greeted with {greeting}"),
-                security: false,
-            });
-        }
-        let extensions = self.ehlo(&mut stream).await?;
-        let offers_tls = extensions.iter().any(|extension| extension.eq_ignore_ascii_case("STARTTLS"));
-        if !offers_tls {
-            if policy == TlsPolicy::Required {
-                return Err(Failure::insecure(format!(
-                    "TLS is required for this destination but {address} does not offer STARTTLS"
-                )));
+        let encryption = match policy {
+            TlsPolicy::Opportunistic => Encryption::WhenOffered,
+            TlsPolicy::Required => Encryption::Required,
+        };
+        let mut conversation = Conversation::new(self.hostname.clone(), encryption);
+        // Failures before the first transaction name the host they came from.
+        let at = |failure: Failure| Failure { message: format!("{address}: {}", failure.message), ..failure };
+        match drive(&mut tcp, &mut conversation, &[]).await {
+            Action::Ready => {
+                let stream: Box<dyn Io> = Box::new(tcp);
+                return Ok(Connection { stream, conversation, tls: None, policy, idle_since: Instant::now() });
             }
-            let stream: BufReader<Box<dyn Io>> = BufReader::new(Box::new(stream.into_inner()));
-            return Ok(Connection { stream, extensions, tls: None, policy, idle_since: Instant::now() });
-        }
-        let line = CommandLine::new("STARTTLS".into()).expect("a constant");
-        // An empty buffer after the 220 also refuses replies injected before the handshake.
-        let reply = wire::command(&mut stream, &line, wire::START_TLS, COMMAND_TIMEOUT)
-            .await
-            .map_err(|error| temporary(format!("{address}: STARTTLS failed: {error}")))?;
-        if reply.code != 220 {
-            return Err(Failure::insecure(format!("{address} refused STARTTLS: {reply}")));
+            Action::StartTls => {}
+            Action::Failed(failure) => return Err(at(failure)),
+            _ => return Err(at(temporary("the conversation went out of order before STARTTLS".into()))),
         }
         let name = match (ServerName::try_from(server_name.to_owned()), policy) {
             (Ok(name), _) => name,
@@ -238,7 +187,7 @@ impl Client {
             TlsPolicy::Opportunistic => self.opportunistic.clone(),
             TlsPolicy::Required => self.verified.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
         };
-        let tls_stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream.into_inner()))
+        let mut tls_stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
             .await
             .map_err(|_| temporary(format!("TLS handshake with {address} timed out")))?
             .map_err(|error| match policy {
@@ -251,26 +200,15 @@ impl Client {
         if policy == TlsPolicy::Required {
             description.push_str(", verified");
         }
-        let mut stream: BufReader<Box<dyn Io>> = BufReader::new(Box::new(tls_stream));
-        let extensions = self.ehlo(&mut stream).await?;
-        Ok(Connection { stream, extensions, tls: Some(description), policy, idle_since: Instant::now() })
-    }
-
-    async fn ehlo<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut BufReader<S>) -> Result<Vec<String>, Failure> {
-        let temporary = Failure::temporary;
-        let line = CommandLine::new(format!("EHLO {}", self.hostname))
-            .ok_or_else(|| temporary("the relay's own hostname holds a control character".into()))?;
-        let reply = wire::command(stream, &line, wire::OK, COMMAND_TIMEOUT)
-            .await
-            .map_err(|error| temporary(format!("EHLO failed: {error}")))?;
-        if reply.code != 250 {
-            return Err(Failure {
-                permanent: reply.code >= 500,
-                message: format!("EHLO refused: {reply}"),
-                security: false,
-            });
+        conversation.tls_started();
+        match drive(&mut tls_stream, &mut conversation, &[]).await {
+            Action::Ready => {
+                let stream: Box<dyn Io> = Box::new(tls_stream);
+                Ok(Connection { stream, conversation, tls: Some(description), policy, idle_since: Instant::now() })
+            }
+            Action::Failed(failure) => Err(at(failure)),
+            _ => Err(at(temporary("the conversation went out of order after STARTTLS".into()))),
         }
-        Ok(reply.text.lines().skip(1).map(|line| line.trim().to_owned()).collect())
     }
 }
 
@@ -285,32 +223,24 @@ impl Client {
         recipient: &Address,
     ) -> Result<Reply, Failure> {
         let mut connection = self.connect(address, &address.ip().to_string(), policy).await?;
-        let utf8 = !recipient.is_ascii()
-            && connection.extensions.iter().any(|extension| extension.eq_ignore_ascii_case("SMTPUTF8"));
-        let stream = &mut connection.stream;
-        let lost = |error: WireError| Failure::temporary(format!("recipient probe to {address}: {error}"));
-        let line = |text: String| {
-            CommandLine::new(text).ok_or_else(|| Failure {
-                permanent: true,
-                message: "a probe command holds a control character".into(),
-                security: false,
+        connection.conversation.start_probe(recipient);
+        let action = drive(&mut connection.stream, &mut connection.conversation, &[]).await;
+        // The answer is known: QUIT, and its reply is not waited for long.
+        let quit = connection.conversation.take_output();
+        if !quit.is_empty() {
+            let stream = &mut connection.stream;
+            let _ = tokio::time::timeout(PROBE_QUIT_TIMEOUT, async {
+                stream.write_all(&quit).await?;
+                stream.flush().await?;
+                stream.read(&mut [0; 512]).await
             })
-        };
-        let quit = line("QUIT".into())?;
-        let mail = line(if utf8 { "MAIL FROM:<> SMTPUTF8" } else { "MAIL FROM:<>" }.into())?;
-        let reply = wire::command(stream, &mail, wire::OK, COMMAND_TIMEOUT).await.map_err(lost)?;
-        if reply.code != 250 {
-            let _ = wire::command(stream, &quit, wire::Expect(&[221]), PROBE_QUIT_TIMEOUT).await;
-            return Err(Failure {
-                permanent: reply.code >= 500,
-                message: format!("MAIL FROM:<> refused: {reply}"),
-                security: false,
-            });
+            .await;
         }
-        let rcpt = line(format!("RCPT TO:<{recipient}>"))?;
-        let reply = wire::command(stream, &rcpt, wire::RECIPIENT, COMMAND_TIMEOUT).await.map_err(lost)?;
-        let _ = wire::command(stream, &quit, wire::Expect(&[221]), PROBE_QUIT_TIMEOUT).await;
-        Ok(reply)
+        match action {
+            Action::Probed(reply) => Ok(reply),
+            Action::Failed(failure) => Err(failure),
+            _ => Err(Failure::temporary(format!("recipient probe to {address}: the conversation went out of order"))),
+        }
     }
 }
 
@@ -329,163 +259,56 @@ async fn transaction(
     connection: &mut Connection,
     message: &Outgoing<'_>,
 ) -> Result<(Vec<RecipientOutcome>, bool), TransactionError> {
-    let has = |name: &str| {
-        connection.extensions.iter().any(|extension| {
-            extension.split_whitespace().next().is_some_and(|keyword| keyword.eq_ignore_ascii_case(name))
-        })
-    };
-    let dsn = has("DSN");
-    if message.require_tls && (connection.tls.is_none() || !has("REQUIRETLS")) {
-        return Err(TransactionError::Failed(Failure {
-            permanent: true,
-            message: "550 5.7.10 REQUIRETLS: the next hop does not offer REQUIRETLS over TLS".into(),
-            security: true,
-        }));
+    connection.conversation.start_transaction(message);
+    match drive(&mut connection.stream, &mut connection.conversation, message.content).await {
+        Action::Finished { outcomes, reusable } => Ok((outcomes, reusable)),
+        Action::Lost => Err(TransactionError::Io),
+        Action::Failed(failure) => Err(TransactionError::Failed(failure)),
+        _ => Err(TransactionError::Failed(Failure::temporary("the conversation went out of order".into()))),
     }
-    let mut mail = format!("MAIL FROM:<{}>", message.sender.map(ToString::to_string).unwrap_or_default());
-    if has("SIZE") {
-        mail.push_str(&format!(" SIZE={}", message.content.len()));
-    }
-    if message.eight_bit && has("8BITMIME") {
-        mail.push_str(" BODY=8BITMIME");
-    }
-    if message.smtputf8 && has("SMTPUTF8") {
-        mail.push_str(" SMTPUTF8");
-    }
-    if message.require_tls {
-        mail.push_str(" REQUIRETLS");
-    }
-    if dsn {
-        mail.push_str(if message.return_full { " RET=FULL" } else { " RET=HDRS" });
-        if let Some(id) = message.envelope_id {
-            mail.push_str(&format!(" ENVID={}", id.to_xtext()));
-        }
-    }
-    let mut rcpts = Vec::with_capacity(message.recipients.len());
-    for (address, notify, original) in &message.recipients {
-        let mut rcpt = format!("RCPT TO:<{address}>");
-        if dsn {
-            if let Some(notify) = notify_parameter(*notify) {
-                rcpt.push_str(&format!(" NOTIFY={notify}"));
+}
+
+/// Writes what `conversation` has to say and feeds it what comes back until it decides
+/// something: every action but [`Action::Read`] and [`Action::SendContent`] is returned.
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    conversation: &mut Conversation,
+    content: &[u8],
+) -> Action {
+    let mut buffer = vec![0; 8192];
+    loop {
+        let wait = match conversation.advance() {
+            Action::Read(wait) => wait,
+            Action::SendContent => {
+                conversation.write_content(content);
+                continue;
             }
-            if let Some(original) = original {
-                rcpt.push_str(&format!(" ORCPT={}", original.to_parameter()));
+            decided => return decided,
+        };
+        let limit = match wait {
+            Wait::Command => COMMAND_TIMEOUT,
+            Wait::Content => DATA_TIMEOUT,
+        };
+        let output = conversation.take_output();
+        let exchange = tokio::time::timeout(limit, async {
+            if !output.is_empty() {
+                stream.write_all(&output).await?;
+                stream.flush().await?;
             }
-        }
-        rcpts.push(line(rcpt)?);
-    }
-    let stream = &mut connection.stream;
-    let reply = match wire::command(stream, &line(mail)?, wire::OK, COMMAND_TIMEOUT).await {
-        Ok(reply) if reply.code == 421 => return Err(TransactionError::Io),
-        Ok(reply) => reply,
-        Err(WireError::Io(_)) => return Err(TransactionError::Io),
-        Err(error) => return Err(out_of_step(&error)),
-    };
-    if reply.code != 250 {
-        // The connection is dropped either way; RSET tells the server so politely.
-        reset(stream).await;
-        let failure =
-            Failure { permanent: reply.code >= 500, message: format!("MAIL FROM refused: {reply}"), security: false };
-        return Err(TransactionError::Failed(failure));
-    }
-    let mut outcomes = Vec::with_capacity(rcpts.len());
-    let mut accepted = 0;
-    for rcpt in &rcpts {
-        let reply =
-            wire::command(stream, rcpt, wire::RECIPIENT, COMMAND_TIMEOUT).await.map_err(|error| out_of_step(&error))?;
-        if reply.code == 250 || reply.code == 251 {
-            accepted += 1;
-            outcomes.push(Ok(reply));
-        } else {
-            outcomes.push(Err(reply));
+            stream.read(&mut buffer).await
+        });
+        match exchange.await {
+            Err(_) => return conversation.closed("reply timeout"),
+            Ok(Err(error)) => return conversation.closed(&error.to_string()),
+            Ok(Ok(0)) => return conversation.closed("connection closed by the next hop"),
+            Ok(Ok(read)) => conversation.feed(&buffer[..read]),
         }
     }
-    if accepted == 0 {
-        let reusable = reset(stream).await;
-        return Ok((outcomes, reusable));
-    }
-    let data = CommandLine::new("DATA".into()).expect("a constant");
-    let reply =
-        wire::command(stream, &data, wire::START_DATA, COMMAND_TIMEOUT).await.map_err(|error| out_of_step(&error))?;
-    if reply.code != 354 {
-        let reusable = reset(stream).await;
-        return Ok((outcomes.into_iter().map(|outcome| outcome.and(Err(reply.clone()))).collect(), reusable));
-    }
-    let mut stuffed = dot_stuff(message.content);
-    stuffed.extend_from_slice(b".\r\n");
-    let lost = |error: WireError| {
-        // The content was sent; the outcome is unknown. Retrying may duplicate, never lose.
-        TransactionError::Failed(Failure::temporary(format!("no usable reply after the message content: {error}")))
-    };
-    wire::send_raw(stream, &stuffed).await.map_err(lost)?;
-    let reply = wire::reply(stream, wire::OK, DATA_TIMEOUT).await.map_err(lost)?;
-    let result = if reply.code == 250 { Ok(reply) } else { Err(reply) };
-    Ok((outcomes.into_iter().map(|outcome| outcome.and(result.clone())).collect(), true))
 }
 
-/// Ends a transaction the server refused; true when the connection is back in step.
-async fn reset<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut BufReader<S>) -> bool {
-    let line = CommandLine::new("RSET".into()).expect("a constant");
-    matches!(wire::command(stream, &line, wire::OK, COMMAND_TIMEOUT).await, Ok(reply) if reply.code == 250)
-}
-
-/// A command line built from queued values; a control character in one is a bug upstream
-/// (everything is validated on the way in), so the message waits rather than being sent.
-fn line(text: String) -> Result<CommandLine, TransactionError> {
-    CommandLine::new(text).ok_or_else(|| {
-        TransactionError::Failed(Failure::temporary("refusing to send a command holding a control character".into()))
-    })
-}
-
-fn out_of_step(error: &WireError) -> TransactionError {
-    TransactionError::Failed(Failure::temporary(format!("{error}")))
-}
-
-fn notify_parameter(flags: u64) -> Option<String> {
-    if flags == 0 {
-        return None;
-    }
-    if flags & smtp_proto::RCPT_NOTIFY_NEVER != 0 {
-        return Some("NEVER".into());
-    }
-    let mut parts = Vec::new();
-    for (bit, name) in [
-        (smtp_proto::RCPT_NOTIFY_SUCCESS, "SUCCESS"),
-        (smtp_proto::RCPT_NOTIFY_FAILURE, "FAILURE"),
-        (smtp_proto::RCPT_NOTIFY_DELAY, "DELAY"),
-    ] {
-        if flags & bit != 0 {
-            parts.push(name);
-        }
-    }
-    (!parts.is_empty()).then(|| parts.join(","))
-}
-
-/// Adds the transparency dot (RFC 5321 4.5.2) and ends the content with CRLF.
-/// Content in the queue only has CRLF line endings (bare CR/LF are refused on the way in).
-pub fn dot_stuff(content: &[u8]) -> Vec<u8> {
-    let mut stuffed = Vec::with_capacity(content.len() + content.len() / 64 + 8);
-    let mut at_line_start = true;
-    for &byte in content {
-        if at_line_start && byte == b'.' {
-            stuffed.push(b'.');
-        }
-        stuffed.push(byte);
-        at_line_start = byte == b'\n';
-    }
-    if !content.is_empty() && !content.ends_with(b"\r\n") {
-        stuffed.extend_from_slice(b"\r\n");
-    }
-    stuffed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dot_stuffing() {
-        assert_eq!(dot_stuff(b".a\r\nb\r\n..c\r\n"), b"..a\r\nb\r\n...c\r\n");
-        assert_eq!(dot_stuff(b"no end"), b"no end\r\n");
-    }
+/// True when an idle connection has something to read (data nobody asked for, or the close):
+/// it must not be used again.
+async fn has_unread_input<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
+    // A zero timeout still polls the read once: ready means data, EOF or an error.
+    tokio::time::timeout(Duration::ZERO, stream.read(&mut [0; 1])).await.is_ok()
 }
