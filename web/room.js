@@ -36,6 +36,7 @@ const state = {
   activeLayers: null, // the camera's rids the server says anyone receives; null: all
   layout: '', // the last layout sent, as JSON
   audioOnly: false,
+  videoCodec: 'vp8',
   iceServers: [], // the embedded TURN server, with this participant's credential (from welcome)
   path: null, // how our media travels: udp, tcp, turn-udp, turn-tcp, turn-tls
 };
@@ -182,6 +183,7 @@ function welcome(message) {
   state.role = message.role;
   state.resume = message.resume;
   state.iceServers = message.iceServers || [];
+  state.videoCodec = message.video_codec || 'vp8';
   state.path = null;
   state.locked = message.locked;
   state.spotlight = message.spotlight;
@@ -327,6 +329,22 @@ function scheduleReconnect() {
 // WebRTC: the browser publishes with its own offers and is the "polite" peer of perfect
 // negotiation; the server offers the other participants' tracks.
 
+// The room's camera codec first (H.264 with packetization mode 1, the one SFUs forward), the
+// browser's own order for the rest; a browser that cannot encode it keeps its default (VP8).
+function preferCodec(transceiver, codec) {
+  if (codec !== 'h264' || !transceiver.setCodecPreferences || !window.RTCRtpSender || !RTCRtpSender.getCapabilities) return;
+  const sendable = (RTCRtpSender.getCapabilities('video') || { codecs: [] }).codecs;
+  const canSend = sendable.some((c) => c.mimeType.toLowerCase() === 'video/h264' && /packetization-mode=1/.test(c.sdpFmtpLine || ''));
+  if (!canSend) return;
+  const codecs = ((RTCRtpReceiver.getCapabilities && RTCRtpReceiver.getCapabilities('video')) || { codecs: [] }).codecs;
+  const preferred = (c) => c.mimeType.toLowerCase() === 'video/h264' && /packetization-mode=1/.test(c.sdpFmtpLine || '');
+  try {
+    transceiver.setCodecPreferences([...codecs.filter(preferred), ...codecs.filter((c) => !preferred(c))]);
+  } catch (error) {
+    console.warn('codec preference not applied', error);
+  }
+}
+
 function startPeerConnection() {
   closePeerConnection();
   // ICE prefers direct UDP, then ICE-TCP, then TURN (TCP/TLS on the page's port) by itself.
@@ -349,6 +367,7 @@ function startPeerConnection() {
   if (video) {
     video.enabled = state.camera;
     state.cameraTransceiver = pc.addTransceiver(video, { direction: 'sendonly', streams: [state.localStream], sendEncodings: CAMERA_LAYERS.map((layer) => ({ ...layer })) });
+    preferCodec(state.cameraTransceiver, state.videoCodec);
   }
   // With nothing to send, still open the connection so we receive the others.
   if (!audio && !video) pc.addTransceiver('audio', { direction: 'recvonly' });
@@ -599,6 +618,8 @@ async function receiveStats() {
       else if (kind === 'video') {
         entry.framesDecoded += stats.framesDecoded || 0;
         entry.frameWidth = Math.max(entry.frameWidth, stats.frameWidth || 0);
+        const codec = stats.codecId && report.get(stats.codecId);
+        if (codec && codec.mimeType && (stats.framesDecoded || 0) > 0) entry.videoCodec = codec.mimeType;
       }
       else entry.screenFramesDecoded += stats.framesDecoded || 0;
     });

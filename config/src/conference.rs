@@ -35,6 +35,7 @@ struct RawRoom {
     sites: Vec<Spanned<String>>,
     max_participants: Option<Spanned<u32>>,
     last_n: Option<Spanned<u32>>,
+    video_codec: Option<Spanned<String>>,
 }
 
 /// Cameras a participant receives by default: every other site of a meeting of the province
@@ -42,6 +43,27 @@ struct RawRoom {
 pub const DEFAULT_LAST_N: u32 = 12;
 /// More cameras than this at once helps nobody on one screen, and costs the link.
 const MAX_LAST_N: u32 = 49;
+
+/// The camera codec a room's pages publish in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VideoCodec {
+    /// VP8: every browser encodes and decodes it in software; the default.
+    #[default]
+    Vp8,
+    /// H.264 (constrained baseline): for PCs and phones whose hardware encodes it, which
+    /// spares a weak office PC's CPU. A browser that cannot encode it publishes VP8.
+    H264,
+}
+
+impl VideoCodec {
+    /// The name in the config and in the page's `welcome`.
+    pub fn name(self) -> &'static str {
+        match self {
+            VideoCodec::Vp8 => "vp8",
+            VideoCodec::H264 => "h264",
+        }
+    }
+}
 
 /// The conference service's settings.
 #[derive(Debug, Clone)]
@@ -80,6 +102,8 @@ pub struct Room {
     /// Cameras each participant receives at most (last-N): the spotlight, the active speaker
     /// and the most recent speakers first. The other sites are shown by name.
     pub last_n: u32,
+    /// The codec the room's pages prefer for their cameras.
+    pub video_codec: VideoCodec,
 }
 
 /// PINs stay out of debug output (and so out of any log line).
@@ -93,6 +117,7 @@ impl std::fmt::Debug for Room {
             .field("sites", &self.sites)
             .field("max_participants", &self.max_participants)
             .field("last_n", &self.last_n)
+            .field("video_codec", &self.video_codec)
             .finish()
     }
 }
@@ -223,6 +248,21 @@ pub(crate) fn validate(raw: RawConference, server: &Server, context: &mut Contex
             Some(value) => *value.get_ref(),
             None => DEFAULT_LAST_N,
         };
+        let video_codec = match &raw_room.video_codec {
+            Some(value) => match value.get_ref().as_str() {
+                "vp8" => VideoCodec::Vp8,
+                "h264" => VideoCodec::H264,
+                other => {
+                    context.error(
+                        value.span(),
+                        format!("{path}.video_codec"),
+                        format!("`{other}` (expected \"vp8\" or \"h264\")"),
+                    );
+                    VideoCodec::Vp8
+                }
+            },
+            None => VideoCodec::Vp8,
+        };
         rooms.push(Room {
             title: raw_room.title.clone().unwrap_or_else(|| name.clone()),
             name,
@@ -231,6 +271,7 @@ pub(crate) fn validate(raw: RawConference, server: &Server, context: &mut Contex
             sites,
             max_participants,
             last_n,
+            video_codec,
         });
     }
 

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-pub use conference::{Conference, Room};
+pub use conference::{Conference, Room, VideoCodec};
 pub use dns::{ApplianceAddress, Dns, ForwardZone, InlineRecord, View, Zone};
 pub use error::{ConfigError, ConfigErrors};
 pub use limits::HourlyLimits;

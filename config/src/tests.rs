@@ -437,3 +437,17 @@ fn last_n_defaults_to_every_site_of_a_province_meeting_and_is_bounded() {
     assert!(errors(&room("0")).is_empty(), "0: cameras off, voices only");
     assert!(errors(&room("49")).is_empty());
 }
+
+#[test]
+fn video_codec_defaults_to_vp8_and_takes_h264() {
+    let config = built_in(Path::new(".")).unwrap();
+    assert_eq!(config.conference.rooms[0].video_codec, VideoCodec::Vp8);
+    let room = |codec: &str| {
+        format!(
+            "[[conference.room]]\nname = \"x\"\npin = \"1234\"\nchair_pin = \"5678\"\nsites = [\"A\"]\nvideo_codec = {codec}\n"
+        )
+    };
+    assert_error(&room("\"vp9\""), "t.toml:6:15: conference.room[0].video_codec: `vp9` (expected \"vp8\" or \"h264\")");
+    let config = parse(&room("\"h264\""), "t.toml", Path::new("/nonexistent-base")).unwrap();
+    assert_eq!(config.conference.rooms[0].video_codec, VideoCodec::H264);
+}

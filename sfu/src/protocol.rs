@@ -266,6 +266,9 @@ pub enum ServerMessage {
         /// networks that let nothing but TCP 443 through.
         #[serde(rename = "iceServers")]
         ice_servers: Vec<IceServer>,
+        /// The codec the room's pages publish their cameras in when the browser can encode it
+        /// (`"vp8"` or `"h264"`).
+        video_codec: &'static str,
     },
     /// A join or command was refused; the connection stays open (a join can be retried).
     Refused {

@@ -217,6 +217,7 @@ impl Rooms {
                 participants,
                 resume: request.new_token,
                 ice_servers: request.ice_servers,
+                video_codec: room.config.video_codec.name(),
             },
         ));
         room.members.insert(id, participant);
@@ -388,6 +389,12 @@ impl Rooms {
     /// ranked and is always forwarded.
     pub fn sends_audio_levels(&self, id: ParticipantId) -> bool {
         self.member(id).is_some_and(|member| member.last_audio.is_some())
+    }
+
+    /// The camera codec of `id`'s room (VP8 outside a room).
+    pub fn video_codec(&self, id: ParticipantId) -> lienthong_config::VideoCodec {
+        let room = self.membership.get(&id).and_then(|name| self.rooms.get(name));
+        room.map(|room| room.config.video_codec).unwrap_or_default()
     }
 
     pub fn room_of(&self, id: ParticipantId) -> Option<&str> {

@@ -8,6 +8,7 @@ fn giao_ban() -> RoomConfig {
         chair_pin: "135790".into(),
         sites: vec!["UBND tỉnh".into(), "Huyện A".into(), "Huyện B".into()],
         last_n: 12,
+        video_codec: lienthong_config::VideoCodec::Vp8,
         max_participants: 3,
     }
 }

@@ -23,6 +23,8 @@ const browserPath = process.env.CHROMIUM || '/usr/bin/chromium';
 const ROOM = 'giao-ban';
 const PIN = '246810';
 const CHAIR_PIN = '135790';
+// A room whose pages publish H.264.
+const H264_ROOM = 'hop-h264';
 // A room with last_n = 1: each browser receives one camera, the other sites by name.
 const COMMUNE_ROOM = 'hop-xa';
 
@@ -102,6 +104,13 @@ pin = "${PIN}"
 chair_pin = "${CHAIR_PIN}"
 sites = ["UBND tỉnh", "Xã Phước Dinh", "Xã Nhị Hà"]
 last_n = 1
+[[conference.room]]
+name = "${H264_ROOM}"
+title = "Họp trực tuyến (H.264)"
+pin = "${PIN}"
+chair_pin = "${CHAIR_PIN}"
+sites = ["UBND tỉnh", "Huyện Ninh Hải"]
+video_codec = "h264"
 `;
   const configPath = join(workDir, 'lienthong.toml');
   writeFileSync(configPath, config);
@@ -538,5 +547,44 @@ test('last-N: in a room with last_n = 1 each site receives one camera, shows the
     }
   } finally {
     for (const page of [chair, first, second]) await page.context().close().catch(() => {});
+  }
+});
+
+test('a room with video_codec = "h264" publishes and forwards H.264, and the other rooms VP8', async () => {
+  const chair = await joinRoom('Chủ trì', 'UBND tỉnh', CHAIR_PIN, H264_ROOM);
+  const district = await joinRoom('Cán bộ huyện', 'Huyện Ninh Hải', PIN, H264_ROOM);
+  try {
+    const [chairId, districtId] = await Promise.all([chair, district].map(myId));
+    for (const [who, page, other] of [['chair', chair, districtId], ['district', district, chairId]]) {
+      const first = await waitFor(`${who} to decode the other site's H.264`, async () => {
+        const entry = (await stats(page))[other];
+        return entry && entry.framesDecoded > 0 && entry.videoCodec && entry;
+      }, 60000);
+      assert.equal(first.videoCodec.toLowerCase(), 'video/h264', `${who} decodes ${first.videoCodec}`);
+      await waitFor(`${who} to keep decoding H.264`, async () => ((await stats(page))[other] || { framesDecoded: 0 }).framesDecoded > first.framesDecoded + 20);
+      // What the browser publishes: H.264 put first on its camera transceiver.
+      const sent = await page.evaluate(async () => {
+        const report = await window.lienthong.state.cameraTransceiver.sender.getStats();
+        const codecs = [];
+        report.forEach((stats) => { if (stats.type === 'outbound-rtp' && stats.codecId) codecs.push(report.get(stats.codecId).mimeType); });
+        return codecs;
+      });
+      assert.ok(sent.length > 0 && sent.every((mime) => mime.toLowerCase() === 'video/h264'), `${who} sends ${JSON.stringify(sent)}`);
+    }
+  } finally {
+    for (const page of [chair, district]) await page.context().close().catch(() => {});
+  }
+  // The default room stays on VP8.
+  const a = await joinRoom('Chủ trì', 'UBND tỉnh', CHAIR_PIN);
+  const b = await joinRoom('Cán bộ huyện', 'Huyện A', PIN);
+  try {
+    const bId = await myId(b);
+    const entry = await waitFor('the default room\'s video to decode', async () => {
+      const current = (await stats(a))[bId];
+      return current && current.framesDecoded > 0 && current.videoCodec && current;
+    }, 60000);
+    assert.equal(entry.videoCodec.toLowerCase(), 'video/vp8');
+  } finally {
+    for (const page of [a, b]) await page.context().close().catch(() => {});
   }
 });

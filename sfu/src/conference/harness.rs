@@ -29,6 +29,7 @@ pub fn room(name: &str, pin: &str) -> RoomConfig {
         chair_pin: format!("{pin}9"),
         sites: vec!["UBND tỉnh".into(), "Huyện A".into(), "Huyện B".into()],
         last_n: 12,
+        video_codec: lienthong_config::VideoCodec::Vp8,
         max_participants: 50,
     }
 }

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use lienthong_config::VideoCodec;
 use str0m::media::KeyframeRequestKind;
 use str0m::net::{Receive, TcpType};
 use str0m::{Candidate, Input as RtcInput, Rtc};
@@ -36,10 +37,20 @@ impl Conference {
 
     /// A new session for `id`, already subscribed to everything published in its room.
     fn new_peer(&self, now: Instant, id: ParticipantId) -> Peer {
-        let mut rtc = Rtc::builder()
+        let builder = Rtc::builder()
             .set_crypto_provider(self.media.crypto.clone())
             .set_dtls_cert(self.media.certificate.clone())
-            .set_rtp_mode(true)
+            .set_rtp_mode(true);
+        // Only codecs the SFU can switch layers of on keyframes (VP8 and H.264 are detected in
+        // `forwardable`): a browser offered VP9, AV1 or H.265 could publish video that no
+        // receiver would ever be started on. str0m answers in its own order, and a browser
+        // sends the first codec of the answer, so the room's codec goes first.
+        let builder = builder.clear_codecs().enable_opus(true, false);
+        let builder = match self.rooms.video_codec(id) {
+            VideoCodec::Vp8 => builder.enable_vp8(true).enable_h264(true),
+            VideoCodec::H264 => builder.enable_h264(true).enable_vp8(true),
+        };
+        let mut rtc = builder
             .enable_bwe(Some(str0m::bwe::Bitrate::bps(super::layers::INITIAL_ESTIMATE)))
             // Once a second: the loss and round trip towards the browser (LinkHealth).
             .set_stats_interval(Some(std::time::Duration::from_secs(1)))
