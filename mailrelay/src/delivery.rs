@@ -9,6 +9,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::address::Address;
 use crate::audit;
+use crate::dane::{self, HostDane};
 use crate::dsn::{self, FailedRecipient};
 use crate::message;
 use crate::outbound::{Outgoing, TlsPolicy};
@@ -35,9 +36,10 @@ enum Destination {
     Exchangers(String),
 }
 
+/// `dane`: the host was used under DANE (RFC 7672), for the audit line.
 enum Outcome {
-    Delivered { relay: String, reply: String },
-    Failed { permanent: bool, diagnostic: String, remote: Option<String> },
+    Delivered { relay: String, reply: String, dane: bool },
+    Failed { permanent: bool, diagnostic: String, remote: Option<String>, dane: bool },
 }
 
 /// Runs until `shutdown` turns true, then waits (at most 10 s) for deliveries in flight.
@@ -121,23 +123,23 @@ async fn deliver_group(
     indexes: &[usize],
 ) -> Vec<Outcome> {
     let routes = shared.routes();
-    let failed_all = |permanent: bool, diagnostic: String, remote: Option<String>| {
+    let failed_all = |permanent: bool, diagnostic: String, remote: Option<String>, dane: bool| {
         indexes
             .iter()
-            .map(|_| Outcome::Failed { permanent, diagnostic: diagnostic.clone(), remote: remote.clone() })
+            .map(|_| Outcome::Failed { permanent, diagnostic: diagnostic.clone(), remote: remote.clone(), dane })
             .collect()
     };
     // RFC 8689 4.2.1: the requirement binds messages with a return path; a bounce goes as before.
     let requiretls = meta.require_tls && meta.sender.is_some();
-    let (targets, tls_policy, report) = match destination {
-        Destination::Local(address) => (
-            vec![Exchanger { host: address.ip().to_string(), address: *address }],
-            TlsPolicy::Opportunistic,
-            secure::Report::Nothing,
-        ),
+    let direct = |address: &SocketAddr, tls: TlsPolicy| secure::Target {
+        exchanger: Exchanger { host: address.ip().to_string(), address: *address },
+        tls,
+    };
+    let (targets, report) = match destination {
+        Destination::Local(address) => (vec![direct(address, TlsPolicy::Opportunistic)], secure::Report::Nothing),
         Destination::Smarthost(address, tls) => {
-            let policy = if requiretls { TlsPolicy::Required } else { *tls };
-            (vec![Exchanger { host: address.ip().to_string(), address: *address }], policy, secure::Report::Nothing)
+            let policy = if requiretls { TlsPolicy::Required } else { tls.clone() };
+            (vec![direct(address, policy)], secure::Report::Nothing)
         }
         Destination::Exchangers(domain) => match shared.lookup.mail_exchangers(domain).await {
             Ok(exchangers) => {
@@ -151,22 +153,32 @@ async fn deliver_group(
                 } else {
                     None
                 };
-                match secure::plan(domain, exchangers, policy.as_ref(), asks) {
-                    secure::Plan::Send { hosts, tls, report } => (hosts, tls, report),
-                    secure::Plan::Refuse { permanent, diagnostic } => {
+                let findings = if routes.dane && shared.lookup.from_dns() {
+                    shared.dane.findings(domain, &exchangers).await
+                } else {
+                    dane::Findings::default()
+                };
+                record_findings(&meta.id, &findings);
+                match secure::plan(domain, exchangers, policy.as_ref(), &findings, asks) {
+                    secure::Plan::Send { targets, report } => (targets, report),
+                    secure::Plan::Refuse { permanent, diagnostic, dane: true } => {
+                        return failed_all(permanent, diagnostic, None, true);
+                    }
+                    secure::Plan::Refuse { permanent, diagnostic, dane: false } => {
                         let mode = if requiretls { "requiretls" } else { "enforce" };
                         metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => mode).increment(1);
                         if requiretls {
                             metrics::counter!("lienthong_mail_requiretls_refused_total", "stage" => "delivery")
                                 .increment(1);
                         }
-                        return failed_all(permanent, diagnostic, None);
+                        return failed_all(permanent, diagnostic, None, false);
                     }
                 }
             }
             Err(failure) => {
                 let code = if failure.permanent { "550" } else { "451" };
-                return failed_all(failure.permanent, format!("{code} {} {}", failure.status, failure.message), None);
+                let diagnostic = format!("{code} {} {}", failure.status, failure.message);
+                return failed_all(failure.permanent, diagnostic, None, false);
             }
         },
     };
@@ -181,7 +193,7 @@ async fn deliver_group(
         }
     }
     if recipients.len() != indexes.len() {
-        return failed_all(true, "550 5.1.3 unreadable recipient address in the queue".into(), None);
+        return failed_all(true, "550 5.1.3 unreadable recipient address in the queue".into(), None, false);
     }
     let outgoing = Outgoing {
         sender: sender.as_ref(),
@@ -196,8 +208,11 @@ async fn deliver_group(
     let mut last_failure = String::from("451 4.4.0 no host to try");
     // REQUIRETLS bounces only when every host failed for want of TLS, not of a network.
     let mut only_insecure = true;
-    for Exchanger { host, address } in &targets {
+    let mut last_dane = false;
+    for secure::Target { exchanger: Exchanger { host, address }, tls: tls_policy } in &targets {
+        let dane = matches!(tls_policy, TlsPolicy::Dane(_));
         if let secure::Report::Testing(policy) = &report
+            && !dane
             && !policy.allows(host)
         {
             metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "testing").increment(1);
@@ -206,21 +221,27 @@ async fn deliver_group(
         let sent = match &report {
             // What `enforce` would require is tried first; its failures happen before MAIL,
             // and the message then goes as without a policy.
-            secure::Report::Testing(_) => {
+            secure::Report::Testing(_) if !dane => {
                 match shared.client.send(*address, host, TlsPolicy::Required, &outgoing).await {
                     Err(failure) if failure.security => {
                         metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "testing").increment(1);
                         tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message,
                         "MTA-STS testing: enforce would have failed; sending as without a policy");
-                        shared.client.send(*address, host, tls_policy, &outgoing).await
+                        shared.client.send(*address, host, tls_policy.clone(), &outgoing).await
                     }
                     sent => sent,
                 }
             }
-            secure::Report::Nothing | secure::Report::Enforced => {
-                shared.client.send(*address, host, tls_policy, &outgoing).await
-            }
+            _ => shared.client.send(*address, host, tls_policy.clone(), &outgoing).await,
         };
+        if dane {
+            let result = match &sent {
+                Ok(_) => "verified",
+                Err(failure) if failure.security => "refused",
+                Err(_) => "unreachable",
+            };
+            metrics::counter!("lienthong_mail_dane_total", "result" => result).increment(1);
+        }
         match sent {
             Ok((tls, replies)) => {
                 let relay = match &tls {
@@ -230,39 +251,67 @@ async fn deliver_group(
                 return replies
                     .into_iter()
                     .map(|reply| match reply {
-                        Ok(reply) => Outcome::Delivered { relay: relay.clone(), reply: reply.to_string() },
+                        Ok(reply) => Outcome::Delivered { relay: relay.clone(), reply: reply.to_string(), dane },
                         Err(reply) => Outcome::Failed {
                             permanent: reply.code >= 500,
                             diagnostic: reply.to_string().replace('\n', " "),
                             remote: Some(host.clone()),
+                            dane,
                         },
                     })
                     .collect();
             }
             Err(failure) if outgoing.require_tls && failure.security => {
+                last_dane = dane;
                 tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message, "REQUIRETLS: next hop refused");
                 last_failure = match failure.message.strip_prefix("550 5.7.10 ") {
                     Some(reason) => format!("550 5.7.10 {reason} ({host})"),
                     None => format!("550 5.7.10 REQUIRETLS: {}", failure.message),
                 };
             }
-            Err(failure) if failure.permanent => return failed_all(true, failure.message, Some(host.clone())),
+            Err(failure) if failure.permanent => return failed_all(true, failure.message, Some(host.clone()), dane),
             Err(failure) => {
-                if failure.security && report == secure::Report::Enforced {
+                if failure.security && dane {
+                    tracing::warn!(queue_id = %meta.id, host = %sanitize(host), reason = %failure.message,
+                        "DANE: no TLS that the TLSA records authenticate to this MX host; not sending in clear");
+                } else if failure.security && report == secure::Report::Enforced {
                     metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "enforce").increment(1);
                     tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message,
                         "MTA-STS enforce: no verified TLS to this MX host; not sending in clear");
                 }
                 only_insecure = false;
                 last_failure = failure.message;
+                last_dane = dane;
             }
         }
     }
     if outgoing.require_tls && only_insecure && !targets.is_empty() {
         metrics::counter!("lienthong_mail_requiretls_refused_total", "stage" => "delivery").increment(1);
-        return failed_all(true, last_failure, None);
+        return failed_all(true, last_failure, None, last_dane);
     }
-    failed_all(false, last_failure, None)
+    failed_all(false, last_failure, None, last_dane)
+}
+
+/// Counts and logs what DNSSEC said about each MX host (`lienthong_mail_dane_total`).
+fn record_findings(queue_id: &str, findings: &dane::Findings) {
+    for (host, finding) in &findings.hosts {
+        metrics::counter!("lienthong_mail_dane_total", "result" => finding.metric()).increment(1);
+        match finding {
+            HostDane::Failed(reason) => tracing::warn!(queue_id, host = %sanitize(host), reason = %sanitize(reason),
+                "DANE: lookup failed without an authenticated denial; this MX host is not used now"),
+            HostDane::Records(records) => {
+                tracing::debug!(queue_id, host = %sanitize(host), records = records.len(), "DANE: TLSA records found");
+            }
+            HostDane::Unusable => tracing::info!(queue_id, host = %sanitize(host),
+                "DANE: only TLSA records unusable for SMTP (RFC 7672 3.1.3); host used as without them"),
+            HostDane::NotApplicable => {}
+        }
+    }
+}
+
+/// DNS-derived text for a log line.
+fn sanitize(text: &str) -> String {
+    crate::mta_sts::policy::sanitize(text.as_bytes(), 300)
 }
 
 async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<Option<Outcome>>) {
@@ -273,7 +322,7 @@ async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<
     let mut last_temporary = None;
     for (recipient, outcome) in meta.recipients.iter().zip(outcomes) {
         match outcome {
-            Some(Outcome::Delivered { relay, reply }) => {
+            Some(Outcome::Delivered { relay, reply, dane }) => {
                 metrics::counter!("lienthong_mail_delivered_total").increment(1);
                 let line = audit::attempt(
                     &meta.id,
@@ -282,11 +331,12 @@ async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<
                     &reply,
                     audit::Outcome::Delivered,
                     now,
-                );
+                )
+                .under_dane(dane);
                 shared.audit.write(&line, now);
                 tracing::info!(queue_id = %meta.id, recipient = %recipient.address, %relay, %reply, "delivered");
             }
-            Some(Outcome::Failed { permanent: true, diagnostic, remote }) => {
+            Some(Outcome::Failed { permanent: true, diagnostic, remote, dane }) => {
                 let line = audit::attempt(
                     &meta.id,
                     &recipient.address.to_string(),
@@ -294,11 +344,12 @@ async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<
                     &diagnostic,
                     audit::Outcome::Bounced,
                     now,
-                );
+                )
+                .under_dane(dane);
                 shared.audit.write(&line, now);
                 failed.push(FailedRecipient { recipient: recipient.clone(), diagnostic, remote });
             }
-            Some(Outcome::Failed { permanent: false, diagnostic, remote }) => {
+            Some(Outcome::Failed { permanent: false, diagnostic, remote, dane }) => {
                 let line = audit::attempt(
                     &meta.id,
                     &recipient.address.to_string(),
@@ -306,7 +357,8 @@ async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<
                     &diagnostic,
                     audit::Outcome::Deferred,
                     now,
-                );
+                )
+                .under_dane(dane);
                 shared.audit.write(&line, now);
                 metrics::counter!("lienthong_mail_deferred_total").increment(1);
                 tracing::warn!(queue_id = %meta.id, recipient = %recipient.address, reply = %diagnostic, "deferred");

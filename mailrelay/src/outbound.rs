@@ -32,7 +32,7 @@ const POOL_IDLE: Duration = Duration::from_secs(20);
 const POOL_PER_HOST: usize = 16;
 
 /// Whether this hop may be used without TLS, and whether its certificate must verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TlsPolicy {
     /// Use STARTTLS when offered, without checking the certificate; clear text otherwise
     /// (RFC 3207, RFC 7435 opportunistic security).
@@ -40,6 +40,16 @@ pub enum TlsPolicy {
     /// Defer rather than send in clear text or to a certificate that does not verify for the
     /// host name (`require_tls_to`).
     Required,
+    /// Defer rather than send in clear text or to a server that no usable TLSA record of the
+    /// host authenticates (DANE, RFC 7672; see [`crate::dane::verifier`]).
+    Dane(crate::dane::TlsaSet),
+}
+
+impl TlsPolicy {
+    /// Whether a server without STARTTLS or with a certificate that fails the check is refused.
+    pub fn requires_tls(&self) -> bool {
+        !matches!(self, Self::Opportunistic)
+    }
 }
 
 /// What failed for the whole transaction.
@@ -86,7 +96,7 @@ struct Connection {
     stream: BufReader<Box<dyn Io>>,
     extensions: Vec<String>,
     tls: Option<String>,
-    /// Only connections that verified the certificate serve `TlsPolicy::Required`.
+    /// A connection serves its own policy and `TlsPolicy::Opportunistic`.
     policy: TlsPolicy,
     idle_since: Instant,
 }
@@ -130,7 +140,7 @@ impl Client {
         message: &Outgoing<'_>,
     ) -> Result<(Option<String>, Vec<RecipientOutcome>), Failure> {
         let key = (address, server_name.to_owned());
-        if let Some(mut connection) = self.pooled(&key, policy).await {
+        if let Some(mut connection) = self.pooled(&key, &policy).await {
             // A pooled connection may have been closed by the server meanwhile: on any I/O
             // failure before the first reply, fall through to a fresh connection.
             match transaction(&mut connection, message).await {
@@ -145,7 +155,7 @@ impl Client {
                 Err(TransactionError::Failed(failure)) => return Err(failure),
             }
         }
-        let mut connection = self.connect(address, server_name, policy).await?;
+        let mut connection = self.connect(address, server_name, &policy).await?;
         match transaction(&mut connection, message).await {
             Ok((outcomes, reusable)) => {
                 let tls = connection.tls.clone();
@@ -163,14 +173,14 @@ impl Client {
 
     /// An idle connection to the same host and name, good enough for `policy`, with nothing
     /// unread on it.
-    async fn pooled(&self, key: &(SocketAddr, String), policy: TlsPolicy) -> Option<Connection> {
+    async fn pooled(&self, key: &(SocketAddr, String), policy: &TlsPolicy) -> Option<Connection> {
         loop {
             let mut connection = {
                 let mut pool = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let connections = pool.get_mut(key)?;
                 let position = connections.iter().rposition(|connection| {
                     connection.idle_since.elapsed() < POOL_IDLE
-                        && (policy == TlsPolicy::Opportunistic || connection.policy == TlsPolicy::Required)
+                        && (*policy == TlsPolicy::Opportunistic || connection.policy == *policy)
                 })?;
                 connections.remove(position)
             };
@@ -190,7 +200,7 @@ impl Client {
         }
     }
 
-    async fn connect(&self, address: SocketAddr, server_name: &str, policy: TlsPolicy) -> Result<Connection, Failure> {
+    async fn connect(&self, address: SocketAddr, server_name: &str, policy: &TlsPolicy) -> Result<Connection, Failure> {
         let temporary = Failure::temporary;
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
             .await
@@ -211,13 +221,13 @@ impl Client {
         let extensions = self.ehlo(&mut stream).await?;
         let offers_tls = extensions.iter().any(|extension| extension.eq_ignore_ascii_case("STARTTLS"));
         if !offers_tls {
-            if policy == TlsPolicy::Required {
+            if policy.requires_tls() {
                 return Err(Failure::insecure(format!(
                     "TLS is required for this destination but {address} does not offer STARTTLS"
                 )));
             }
             let stream: BufReader<Box<dyn Io>> = BufReader::new(Box::new(stream.into_inner()));
-            return Ok(Connection { stream, extensions, tls: None, policy, idle_since: Instant::now() });
+            return Ok(Connection { stream, extensions, tls: None, policy: policy.clone(), idle_since: Instant::now() });
         }
         let line = CommandLine::new("STARTTLS".into()).expect("a constant");
         // An empty buffer after the 220 also refuses replies injected before the handshake.
@@ -227,16 +237,23 @@ impl Client {
         if reply.code != 220 {
             return Err(Failure::insecure(format!("{address} refused STARTTLS: {reply}")));
         }
-        let name = match (ServerName::try_from(server_name.to_owned()), policy) {
-            (Ok(name), _) => name,
-            (Err(_), TlsPolicy::Opportunistic) => ServerName::IpAddress(address.ip().into()),
-            (Err(_), TlsPolicy::Required) => {
+        let name = match ServerName::try_from(server_name.to_owned()) {
+            Ok(name) => name,
+            Err(_) if !policy.requires_tls() => ServerName::IpAddress(address.ip().into()),
+            Err(_) => {
                 return Err(Failure::insecure(format!("cannot verify {address}: `{server_name}` is not a host name")));
             }
         };
+        let mut dane_match = None;
         let connector = match policy {
             TlsPolicy::Opportunistic => self.opportunistic.clone(),
             TlsPolicy::Required => self.verified.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+            TlsPolicy::Dane(records) => {
+                let (config, matched) = crate::dane::verifier::client_config(records.clone())
+                    .map_err(|error| temporary(format!("DANE TLS setup failed: {error}")))?;
+                dane_match = Some(matched);
+                TlsConnector::from(config)
+            }
         };
         let tls_stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream.into_inner()))
             .await
@@ -245,15 +262,20 @@ impl Client {
                 TlsPolicy::Required => Failure::insecure(format!(
                     "TLS is required for this destination but the certificate of {server_name} [{address}] does not verify: {error}"
                 )),
+                TlsPolicy::Dane(_) => Failure::insecure(format!(
+                    "DANE: the certificate of {server_name} [{address}] does not match its TLSA records: {error}"
+                )),
                 TlsPolicy::Opportunistic => temporary(format!("TLS handshake with {address} failed: {error}")),
             })?;
         let mut description = tls_stream.get_ref().1.describe();
-        if policy == TlsPolicy::Required {
-            description.push_str(", verified");
+        match dane_match.as_ref().and_then(|matched| matched.get()) {
+            Some(usage) => description.push_str(&format!(", {} verified", usage.as_str())),
+            None if policy.requires_tls() => description.push_str(", verified"),
+            None => {}
         }
         let mut stream: BufReader<Box<dyn Io>> = BufReader::new(Box::new(tls_stream));
         let extensions = self.ehlo(&mut stream).await?;
-        Ok(Connection { stream, extensions, tls: Some(description), policy, idle_since: Instant::now() })
+        Ok(Connection { stream, extensions, tls: Some(description), policy: policy.clone(), idle_since: Instant::now() })
     }
 
     async fn ehlo<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut BufReader<S>) -> Result<Vec<String>, Failure> {
@@ -284,7 +306,7 @@ impl Client {
         policy: TlsPolicy,
         recipient: &Address,
     ) -> Result<Reply, Failure> {
-        let mut connection = self.connect(address, &address.ip().to_string(), policy).await?;
+        let mut connection = self.connect(address, &address.ip().to_string(), &policy).await?;
         let utf8 = !recipient.is_ascii()
             && connection.extensions.iter().any(|extension| extension.eq_ignore_ascii_case("SMTPUTF8"));
         let stream = &mut connection.stream;
