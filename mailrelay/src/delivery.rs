@@ -153,7 +153,7 @@ async fn deliver_group(
                 } else {
                     None
                 };
-                let findings = if routes.dane && shared.lookup.from_dns() {
+                let findings = if routes.dane && shared.lookup.answers_from_dns() {
                     shared.dane.findings(domain, &exchangers).await
                 } else {
                     dane::Findings::default()

@@ -227,7 +227,13 @@ impl Client {
                 )));
             }
             let stream: BufReader<Box<dyn Io>> = BufReader::new(Box::new(stream.into_inner()));
-            return Ok(Connection { stream, extensions, tls: None, policy: policy.clone(), idle_since: Instant::now() });
+            return Ok(Connection {
+                stream,
+                extensions,
+                tls: None,
+                policy: policy.clone(),
+                idle_since: Instant::now(),
+            });
         }
         let line = CommandLine::new("STARTTLS".into()).expect("a constant");
         // An empty buffer after the 220 also refuses replies injected before the handshake.
@@ -275,7 +281,13 @@ impl Client {
         }
         let mut stream: BufReader<Box<dyn Io>> = BufReader::new(Box::new(tls_stream));
         let extensions = self.ehlo(&mut stream).await?;
-        Ok(Connection { stream, extensions, tls: Some(description), policy: policy.clone(), idle_since: Instant::now() })
+        Ok(Connection {
+            stream,
+            extensions,
+            tls: Some(description),
+            policy: policy.clone(),
+            idle_since: Instant::now(),
+        })
     }
 
     async fn ehlo<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut BufReader<S>) -> Result<Vec<String>, Failure> {

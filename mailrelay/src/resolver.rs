@@ -116,7 +116,7 @@ pub trait MailExchangerLookup: Send + Sync {
 
     /// Whether the hosts come from DNS answers, so that DANE (RFC 7672) may ask the same
     /// resolvers whether DNSSEC vouches for them. False for fixed maps.
-    fn from_dns(&self) -> bool {
+    fn answers_from_dns(&self) -> bool {
         false
     }
 }
@@ -192,7 +192,7 @@ impl MailExchangerLookup for DnsLookup {
         Box::pin(self.lookup(domain))
     }
 
-    fn from_dns(&self) -> bool {
+    fn answers_from_dns(&self) -> bool {
         true
     }
 }

@@ -26,7 +26,7 @@ impl MailExchangerLookup for FromDns {
         self.0.mail_exchangers(domain)
     }
 
-    fn from_dns(&self) -> bool {
+    fn answers_from_dns(&self) -> bool {
         true
     }
 }
@@ -198,8 +198,10 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
     assert!(good.commands().iter().any(|line| line == "STARTTLS\r\n"));
     let state = relay.state.path().to_owned();
     assert!(
-        wait_until(Duration::from_secs(15), || attempts(&state, "a@khop.example").iter().any(|line| line["dane"] == true))
-            .await,
+        wait_until(Duration::from_secs(15), || attempts(&state, "a@khop.example")
+            .iter()
+            .any(|line| line["dane"] == true))
+        .await,
         "{:?}",
         attempts(&state, "a@khop.example")
     );
@@ -208,7 +210,11 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
 
     // (2) A certificate no TLSA record matches: deferred, nothing sent, not even MAIL.
     send(relay.ports.mx, "b@sai.example").await;
-    assert!(deferred_with(&relay.service, "does not match its TLSA records").await, "{}", last_error(&relay.service).await);
+    assert!(
+        deferred_with(&relay.service, "does not match its TLSA records").await,
+        "{}",
+        last_error(&relay.service).await
+    );
     assert!(wrong.commands().iter().any(|line| line == "STARTTLS\r\n"), "{:?}", wrong.commands());
     assert!(no_mail_command(&wrong) && wrong.transactions().is_empty(), "{:?}", wrong.commands());
     assert!(attempts(&state, "b@sai.example").iter().all(|line| line["dane"] == true && line["outcome"] == "deferred"));

@@ -103,7 +103,11 @@ fn an_attempt_under_dane_says_so_and_older_lines_still_read() {
     assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), plain);
 
     let state = tempfile::tempdir().unwrap();
-    std::fs::write(state.path().join(file_name(now)), [encode(&accepted("Q1", "<m@x.vn>", "v@x.vn")).unwrap(), encode(&dane).unwrap()].concat()).unwrap();
+    std::fs::write(
+        state.path().join(file_name(now)),
+        [encode(&accepted("Q1", "<m@x.vn>", "v@x.vn")).unwrap(), encode(&dane).unwrap()].concat(),
+    )
+    .unwrap();
     let text = trace(state.path(), &TraceQuery { needle: "<m@x.vn>".into(), since: None }).unwrap();
     assert!(text.contains("via mx.khop.example (DANE): 250"), "{text}");
 }

@@ -165,14 +165,16 @@ mod tests {
         assert!(query.edns.as_ref().is_some_and(|edns| edns.flags().dnssec_ok), "DO");
         assert_eq!(query.queries[0].query_type(), RecordType::TLSA);
 
-        let (server, _) = resolver(|query| vec![answer_to(query, false, ResponseCode::NXDomain).to_vec().unwrap()]).await;
+        let (server, _) =
+            resolver(|query| vec![answer_to(query, false, ResponseCode::NXDomain).to_vec().unwrap()]).await;
         let answer = ask(&[server], "mx.example.vn", RecordType::A).await.unwrap();
         assert!(!answer.authenticated && answer.code == ResponseCode::NXDomain);
     }
 
     #[tokio::test]
     async fn servfail_strays_and_answers_to_other_questions_are_failures() {
-        let (server, _) = resolver(|query| vec![answer_to(query, true, ResponseCode::ServFail).to_vec().unwrap()]).await;
+        let (server, _) =
+            resolver(|query| vec![answer_to(query, true, ResponseCode::ServFail).to_vec().unwrap()]).await;
         let failure = ask(&[server], "mx.example.vn", RecordType::TLSA).await.unwrap_err();
         assert!(failure.contains("Server Failure"), "{failure}");
 
@@ -189,7 +191,11 @@ mod tests {
         let (server, _) = resolver(|query| {
             let mut stray = answer_to(query, false, ResponseCode::NoError);
             stray.metadata.id = query.metadata.id.wrapping_add(1);
-            vec![stray.to_vec().unwrap(), b"garbage".to_vec(), answer_to(query, true, ResponseCode::NoError).to_vec().unwrap()]
+            vec![
+                stray.to_vec().unwrap(),
+                b"garbage".to_vec(),
+                answer_to(query, true, ResponseCode::NoError).to_vec().unwrap(),
+            ]
         })
         .await;
         assert!(ask(&[server], "mx.example.vn", RecordType::TLSA).await.unwrap().authenticated);

@@ -84,9 +84,7 @@ impl DaneLookup {
     pub fn new(forwarders: &[SocketAddr]) -> Self {
         let servers = if forwarders.is_empty() {
             match hickory_resolver::system_conf::read_system_conf() {
-                Ok((config, _)) => {
-                    config.name_servers().iter().map(|server| SocketAddr::new(server.ip, 53)).collect()
-                }
+                Ok((config, _)) => config.name_servers().iter().map(|server| SocketAddr::new(server.ip, 53)).collect(),
                 Err(error) => {
                     tracing::warn!(%error, "no DNS resolver for DANE lookups: DANE does not apply");
                     Vec::new()
@@ -117,7 +115,10 @@ impl DaneLookup {
                 // The MX answer used for delivery may be secure: without knowing, no host may
                 // be used (else blocking this query would turn DANE off).
                 let failed = HostDane::Failed(format!("MX security of {domain}: {reason}"));
-                return Findings { mx_secure: false, hosts: names.into_iter().map(|name| (name, failed.clone())).collect() };
+                return Findings {
+                    mx_secure: false,
+                    hosts: names.into_iter().map(|name| (name, failed.clone())).collect(),
+                };
             }
         }
         let mut hosts = Vec::with_capacity(names.len());

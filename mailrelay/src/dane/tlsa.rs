@@ -86,8 +86,7 @@ pub struct TlsaSet(Arc<[Tlsa]>);
 impl TlsaSet {
     /// The usable records among `records` (at most [`MAX_RECORDS`]), `None` when none is.
     pub fn usable(records: impl IntoIterator<Item = Tlsa>) -> Option<Self> {
-        let kept: Vec<Tlsa> =
-            records.into_iter().filter(|record| record.usage().is_some()).take(MAX_RECORDS).collect();
+        let kept: Vec<Tlsa> = records.into_iter().filter(|record| record.usage().is_some()).take(MAX_RECORDS).collect();
         (!kept.is_empty()).then(|| Self(kept.into()))
     }
 

@@ -72,7 +72,8 @@ impl DaneVerifier {
                 if roots.add(anchor.clone().into_owned()).is_err() {
                     continue;
                 }
-                let Ok(pkix) = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone()).build()
+                let Ok(pkix) =
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone()).build()
                 else {
                     continue;
                 };
@@ -99,9 +100,9 @@ impl ServerCertVerifier for DaneVerifier {
                 let _ = self.matched.set(usage);
                 Ok(ServerCertVerified::assertion())
             }
-            None => Err(rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
-                NoMatch,
-            ))))),
+            None => {
+                Err(rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(NoMatch)))))
+            }
         }
     }
 

@@ -141,7 +141,10 @@ mod tests {
 
     /// DNSSEC-secure MX records, with these findings for the hosts.
     fn secure(hosts: &[(&str, HostDane)]) -> Findings {
-        Findings { mx_secure: true, hosts: hosts.iter().map(|(host, dane)| ((*host).to_owned(), dane.clone())).collect() }
+        Findings {
+            mx_secure: true,
+            hosts: hosts.iter().map(|(host, dane)| ((*host).to_owned(), dane.clone())).collect(),
+        }
     }
 
     fn hosts_and_tls(plan: &Plan) -> Vec<(&str, &TlsPolicy)> {

@@ -15,8 +15,8 @@ struct Leaf {
 /// A self-signed certificate for `names`, valid from `from` to `until` (years).
 fn self_signed(names: &[&str], from: i32, until: i32) -> Leaf {
     let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>())
-        .unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>()).unwrap();
     params.not_before = rcgen::date_time_ymd(from, 1, 1);
     params.not_after = rcgen::date_time_ymd(until, 1, 1);
     let certificate = params.self_signed(&key).unwrap();
@@ -94,7 +94,11 @@ fn dane_ta_needs_the_anchor_in_the_chain_a_valid_chain_and_the_host_name() {
     let stranger = chain(&[HOST]);
     for (selector, matching) in [(0, 1), (1, 1), (0, 2), (1, 2), (0, 0)] {
         let ta = record(2, selector, matching, &good.ca);
-        assert_eq!(check(vec![ta.clone()], &good.leaf, &[&good.ca], HOST), Some(Usage::DaneTa), "2 {selector} {matching}");
+        assert_eq!(
+            check(vec![ta.clone()], &good.leaf, &[&good.ca], HOST),
+            Some(Usage::DaneTa),
+            "2 {selector} {matching}"
+        );
         // The name must be the MX host's (RFC 7672 3.2.2).
         assert_eq!(check(vec![ta.clone()], &good.leaf, &[&good.ca], "mx.other.example"), None);
         // The server must send the trust anchor (RFC 7672 3.1.2).
@@ -154,7 +158,15 @@ fn malformed_records_are_unusable() {
         Tlsa { matching: 0, data: vec![0; MAX_DATA + 1], ..good.clone() },
     ];
     for record in malformed {
-        assert_eq!(record.usage(), None, "{} {} {} ({} bytes)", record.usage, record.selector, record.matching, record.data.len());
+        assert_eq!(
+            record.usage(),
+            None,
+            "{} {} {} ({} bytes)",
+            record.usage,
+            record.selector,
+            record.matching,
+            record.data.len()
+        );
         assert_eq!(TlsaSet::usable([record]), None);
     }
     assert_eq!(good.usage(), Some(Usage::DaneEe));
