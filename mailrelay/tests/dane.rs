@@ -50,8 +50,10 @@ fn next_hop_tls(host: &str) -> (Arc<rustls::ServerConfig>, Vec<u8>) {
 /// What the DNS server says about one domain (its own MX host).
 #[derive(Clone)]
 struct Zone {
-    /// AD on the MX and A answers.
+    /// AD on the MX answer.
     mx_secure: bool,
+    /// AD on the A answer of the MX host.
+    address_secure: bool,
     /// `3 1 1` data, or `None` for SERVFAIL on the TLSA question.
     tlsa: Option<Vec<u8>>,
     /// AD on the TLSA answer.
@@ -79,7 +81,7 @@ async fn dns(zones: HashMap<String, Zone>) -> SocketAddr {
             }
             (RecordType::A, _, Some(zone)) => {
                 response.add_answer(Record::from_rdata(owner, 60, RData::A(A("127.0.0.1".parse().unwrap()))));
-                response.metadata.authentic_data = zone.mx_secure;
+                response.metadata.authentic_data = zone.address_secure;
             }
             (_, _, Some(zone)) => response.metadata.authentic_data = zone.mx_secure,
             _ => response.metadata.response_code = ResponseCode::NXDomain,
@@ -169,14 +171,16 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
     let (insecure, insecure_address) = Capture::start(None).await;
     let (failing, failing_address) = Capture::start(None).await;
     let other_key = next_hop_tls("khac.example").1;
-    let secure = |tlsa: Option<Vec<u8>>| Zone { mx_secure: true, tlsa, tlsa_secure: true };
+    let secure = |tlsa: Option<Vec<u8>>| Zone { mx_secure: true, address_secure: true, tlsa, tlsa_secure: true };
     let zones = HashMap::from([
         ("khop.example".to_owned(), secure(Some(good_key))),
         ("sai.example".to_owned(), secure(Some(other_key.clone()))),
         ("ro.example".to_owned(), secure(Some(other_key.clone()))),
-        // TLSA without AD, then TLSA with AD under MX answers without it: not DANE.
-        ("khongad.example".to_owned(), Zone { mx_secure: true, tlsa: Some(other_key.clone()), tlsa_secure: false }),
-        ("mxkhongad.example".to_owned(), Zone { mx_secure: false, tlsa: Some(other_key), tlsa_secure: true }),
+        // TLSA without AD; TLSA with AD under an MX answer, or an address answer, without
+        // it: not DANE (RFC 7672 2.2.1, 2.2.2).
+        ("khongad.example".to_owned(), Zone { tlsa_secure: false, ..secure(Some(other_key.clone())) }),
+        ("mxkhongad.example".to_owned(), Zone { mx_secure: false, ..secure(Some(other_key.clone())) }),
+        ("akhongad.example".to_owned(), Zone { address_secure: false, ..secure(Some(other_key)) }),
         ("hong.example".to_owned(), secure(None)),
     ]);
     let relay = relay(
@@ -186,6 +190,7 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
             ("ro.example", clear_address),
             ("khongad.example", insecure_address),
             ("mxkhongad.example", insecure_address),
+            ("akhongad.example", insecure_address),
             ("hong.example", failing_address),
         ],
         zones,
@@ -231,8 +236,9 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
     // as before (in clear to a next hop without STARTTLS), although the records match nothing.
     send(relay.ports.mx, "d@khongad.example").await;
     send(relay.ports.mx, "e@mxkhongad.example").await;
+    send(relay.ports.mx, "g@akhongad.example").await;
     assert!(
-        wait_until(Duration::from_secs(15), || insecure.transactions().len() == 2).await,
+        wait_until(Duration::from_secs(15), || insecure.transactions().len() == 3).await,
         "{:?} {}",
         insecure.commands(),
         last_error(&relay.service).await
