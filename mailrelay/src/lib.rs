@@ -427,7 +427,7 @@ impl MailService {
             queue,
             client,
             mta_sts,
-            dane: dane::DaneLookup::new(&config.dns.forwarders),
+            dane: dane::DaneLookup::new(&dane_resolvers(&config)),
             lookup,
             tls_server,
             dkim,
@@ -549,6 +549,14 @@ pub fn dkim_records(config: &Config) -> Vec<String> {
 
 fn domain_names(config: &Config) -> Vec<String> {
     config.mail.domains.iter().map(|domain| domain.name.as_str().to_owned()).collect()
+}
+
+/// The resolvers DANE trusts the AD bit of (see [`dane::resolvers`]).
+fn dane_resolvers(config: &Config) -> Vec<SocketAddr> {
+    let dns = &config.dns;
+    let own = (dns.enabled && dns.validate && !dns.forwarders.is_empty())
+        .then_some((dns.listen.as_slice(), dns.recursion_from.as_slice()));
+    dane::resolvers(own, &dns.forwarders)
 }
 
 /// The outbound TLS config for `require_tls_to`, with a warning when it can verify nothing.

@@ -3,9 +3,9 @@
 //!
 //! Like Postfix with `smtp_dns_support_level = dnssec`, this relay does not validate
 //! signatures itself: it sets AD (RFC 6840 5.7) and DO in the query and trusts the AD bit of
-//! its configured resolvers (`dns.forwarders`, else those of /etc/resolv.conf), which must
-//! be validating resolvers on a trusted path (the appliance's own forwarder with
-//! `validate = true`, or a resolver on the same host or network segment).
+//! the resolvers [`super::resolvers`] chose (the appliance's own forwarder with
+//! `validate = true` over loopback, else `dns.forwarders` or those of /etc/resolv.conf),
+//! which must be validating resolvers on a trusted path.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;

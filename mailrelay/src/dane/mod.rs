@@ -19,7 +19,7 @@ pub mod dns;
 pub mod tlsa;
 pub mod verifier;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use hickory_resolver::proto::rr::{RData, RecordType};
 
@@ -74,13 +74,42 @@ impl Findings {
     }
 }
 
+/// The resolvers whose AD bit DANE trusts: this appliance's own DNS forwarder when it
+/// validates (`own_validating`: its listen addresses and `recursion_from`, given when
+/// `[dns]` is enabled with `validate = true` and forwarders) and loopback may use it (a
+/// loopback or wildcard listen address, loopback in `recursion_from`); else `forwarders`
+/// (empty: the system configuration's, see [`DaneLookup::new`]).
+pub fn resolvers(
+    own_validating: Option<(&[SocketAddr], &[ipnet::IpNet])>,
+    forwarders: &[SocketAddr],
+) -> Vec<SocketAddr> {
+    let Some((listen, recursion_from)) = own_validating else { return forwarders.to_vec() };
+    let own: Vec<SocketAddr> = listen
+        .iter()
+        .filter_map(|listen| {
+            let loopback: IpAddr = match listen.ip() {
+                ip if ip.is_loopback() => ip,
+                IpAddr::V4(ip) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+                IpAddr::V6(ip) if ip.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
+                _ => return None,
+            };
+            recursion_from
+                .iter()
+                .any(|network| network.contains(&loopback))
+                .then(|| SocketAddr::new(loopback, listen.port()))
+        })
+        .collect();
+    if own.is_empty() { forwarders.to_vec() } else { own }
+}
+
 /// Asks the configured resolvers about MX hosts.
 pub struct DaneLookup {
     servers: Vec<SocketAddr>,
 }
 
 impl DaneLookup {
-    /// Asks `forwarders`, else the name servers of the system configuration.
+    /// Asks `forwarders` (see [`resolvers`]), else the name servers of the system
+    /// configuration.
     pub fn new(forwarders: &[SocketAddr]) -> Self {
         let servers = if forwarders.is_empty() {
             match hickory_resolver::system_conf::read_system_conf() {
@@ -176,5 +205,29 @@ impl DaneLookup {
             Some(set) => HostDane::Records(set),
             None => HostDane::Unusable,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addresses(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|address| address.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_appliances_own_validating_forwarder_is_asked_over_loopback_when_it_may_be() {
+        let forwarders = addresses(&["192.0.2.53:53"]);
+        let loopback: Vec<ipnet::IpNet> = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        let listen = addresses(&["0.0.0.0:53", "[::]:5353", "10.20.0.5:53"]);
+        assert_eq!(resolvers(Some((&listen, &loopback)), &forwarders), addresses(&["127.0.0.1:53", "[::1]:5353"]));
+        // Only a specific address (its queries would not come from loopback), or loopback
+        // not allowed to recurse: the forwarders, as for the MX lookups.
+        let specific = addresses(&["10.20.0.5:53"]);
+        assert_eq!(resolvers(Some((&specific, &loopback)), &forwarders), forwarders);
+        let office: Vec<ipnet::IpNet> = vec!["10.20.0.0/16".parse().unwrap()];
+        assert_eq!(resolvers(Some((&listen, &office)), &forwarders), forwarders);
+        assert_eq!(resolvers(None, &forwarders), forwarders);
     }
 }
