@@ -269,7 +269,7 @@ impl Client {
                     "TLS is required for this destination but the certificate of {server_name} [{address}] does not verify: {error}"
                 )),
                 TlsPolicy::Dane(_) => Failure::insecure(format!(
-                    "DANE: the certificate of {server_name} [{address}] does not match its TLSA records: {error}"
+                    "DANE: {server_name} [{address}] is not authenticated by its TLSA records: {error}"
                 )),
                 TlsPolicy::Opportunistic => temporary(format!("TLS handshake with {address} failed: {error}")),
             })?;

@@ -47,6 +47,24 @@ fn next_hop_tls(host: &str) -> (Arc<rustls::ServerConfig>, Vec<u8>) {
     (Arc::new(config), spki_sha256)
 }
 
+/// A next hop that presents `host`'s certificate (the public part, which anyone can copy)
+/// but signs the handshake with another key, and the `3 1 1` data of that certificate.
+fn impostor_tls(host: &str) -> (Arc<rustls::ServerConfig>, Vec<u8>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = rcgen::CertificateParams::new(vec![host.to_owned()]).unwrap().self_signed(&key).unwrap();
+    let spki_sha256 = digest::digest(&digest::SHA256, &key.subject_public_key_info()).as_ref().to_vec();
+    let other = rcgen::KeyPair::generate().unwrap();
+    let private = rustls::pki_types::PrivateKeyDer::try_from(other.serialize_der()).unwrap();
+    let signing = rustls::crypto::ring::sign::any_supported_type(&private).unwrap();
+    let presented = rustls::sign::CertifiedKey::new(vec![certificate.der().clone()], signing);
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(presented)));
+    (Arc::new(config), spki_sha256)
+}
+
 /// What the DNS server says about one domain (its own MX host).
 #[derive(Clone)]
 struct Zone {
@@ -171,6 +189,8 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
     let (insecure, insecure_address) = Capture::start(None).await;
     let (failing, failing_address) = Capture::start(None).await;
     let other_key = next_hop_tls("khac.example").1;
+    let (impostor_tls, copied_key) = impostor_tls("gia.example");
+    let (impostor, impostor_address) = Capture::start(Some(impostor_tls)).await;
     let secure = |tlsa: Option<Vec<u8>>| Zone { mx_secure: true, address_secure: true, tlsa, tlsa_secure: true };
     let zones = HashMap::from([
         ("khop.example".to_owned(), secure(Some(good_key))),
@@ -182,6 +202,7 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
         ("mxkhongad.example".to_owned(), Zone { mx_secure: false, ..secure(Some(other_key.clone())) }),
         ("akhongad.example".to_owned(), Zone { address_secure: false, ..secure(Some(other_key)) }),
         ("hong.example".to_owned(), secure(None)),
+        ("gia.example".to_owned(), secure(Some(copied_key))),
     ]);
     let relay = relay(
         &[
@@ -192,6 +213,7 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
             ("mxkhongad.example", insecure_address),
             ("akhongad.example", insecure_address),
             ("hong.example", failing_address),
+            ("gia.example", impostor_address),
         ],
         zones,
     )
@@ -216,7 +238,12 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
     // (2) A certificate no TLSA record matches: deferred, nothing sent, not even MAIL.
     send(relay.ports.mx, "b@sai.example").await;
     assert!(
-        deferred_with(&relay.service, "does not match its TLSA records").await,
+        deferred_with(&relay.service, "not authenticated by its TLSA records").await,
+        "{}",
+        last_error(&relay.service).await
+    );
+    assert!(
+        last_error(&relay.service).await.contains("no TLSA record of the MX host matches"),
         "{}",
         last_error(&relay.service).await
     );
@@ -250,6 +277,18 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
     assert!(deferred_with(&relay.service, "4.7.5 DANE").await, "{}", last_error(&relay.service).await);
     assert!(last_error(&relay.service).await.contains("Server Failure"), "{}", last_error(&relay.service).await);
     assert_eq!(failing.connections.load(Ordering::SeqCst), 0);
+    clear_queue(&relay.service).await;
+
+    // (6) A matching certificate presented without its private key (copied from the real
+    // server): the handshake signature does not verify, deferred, nothing sent.
+    send(relay.ports.mx, "h@gia.example").await;
+    assert!(
+        deferred_with(&relay.service, "not authenticated by its TLSA records").await,
+        "{}",
+        last_error(&relay.service).await
+    );
+    assert!(impostor.connections.load(Ordering::SeqCst) >= 1);
+    assert!(no_mail_command(&impostor) && impostor.transactions().is_empty(), "{:?}", impostor.commands());
     clear_queue(&relay.service).await;
     relay.service.shutdown().await;
 }

@@ -139,9 +139,15 @@ impl ServerCertVerifier for DaneVerifier {
     }
 }
 
-/// No usable TLSA record matches the chain.
-#[derive(Debug)]
+/// No usable TLSA record matches the chain. Its `Debug` is its message too: rustls shows
+/// `CertificateError::Other` with `Debug`.
 struct NoMatch;
+
+impl std::fmt::Debug for NoMatch {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, formatter)
+    }
+}
 
 impl std::fmt::Display for NoMatch {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
