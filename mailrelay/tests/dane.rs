@@ -65,6 +65,38 @@ fn impostor_tls(host: &str) -> (Arc<rustls::ServerConfig>, Vec<u8>) {
     (Arc::new(config), spki_sha256)
 }
 
+/// A CA whose servers send their chain (leaf, CA), as DANE-TA requires (RFC 7672 3.1.2).
+struct TestCa {
+    der: rustls::pki_types::CertificateDer<'static>,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    /// The CA and the SHA-256 of its certificate (what a `2 0 1` TLSA record holds).
+    fn new() -> (Self, Vec<u8>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, "CA DANE-TA thu nghiem");
+        let certificate = params.self_signed(&key).unwrap();
+        let sha256 = digest::digest(&digest::SHA256, certificate.der()).as_ref().to_vec();
+        (Self { der: certificate.der().clone(), issuer: rcgen::Issuer::new(params, key) }, sha256)
+    }
+
+    fn server(&self, host: &str) -> Arc<rustls::ServerConfig> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec![host.to_owned()]).unwrap().signed_by(&key, &self.issuer).unwrap();
+        let private = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone(), self.der.clone()], private)
+            .unwrap();
+        Arc::new(config)
+    }
+}
+
 /// What the DNS server says about one domain (its own MX host).
 #[derive(Clone)]
 struct Zone {
@@ -74,6 +106,8 @@ struct Zone {
     address_secure: bool,
     /// `3 1 1` data, or `None` for SERVFAIL on the TLSA question.
     tlsa: Option<Vec<u8>>,
+    /// Usage, selector and matching type of the TLSA record.
+    tlsa_kind: (u8, u8, u8),
     /// AD on the TLSA answer.
     tlsa_secure: bool,
 }
@@ -88,7 +122,8 @@ async fn dns(zones: HashMap<String, Zone>) -> SocketAddr {
         match (question.query_type(), tlsa_owner.and_then(|host| zones.get(host)), zones.get(name)) {
             (RecordType::TLSA, Some(zone), _) => match &zone.tlsa {
                 Some(data) => {
-                    response.add_answer(common::fake_dns::tlsa(&owner, 3, 1, 1, data.clone()));
+                    let (usage, selector, matching) = zone.tlsa_kind;
+                    response.add_answer(common::fake_dns::tlsa(&owner, usage, selector, matching, data.clone()));
                     response.metadata.authentic_data = zone.tlsa_secure;
                 }
                 None => response.metadata.response_code = ResponseCode::ServFail,
@@ -191,7 +226,17 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
     let other_key = next_hop_tls("khac.example").1;
     let (impostor_tls, copied_key) = impostor_tls("gia.example");
     let (impostor, impostor_address) = Capture::start(Some(impostor_tls)).await;
-    let secure = |tlsa: Option<Vec<u8>>| Zone { mx_secure: true, address_secure: true, tlsa, tlsa_secure: true };
+    let secure = |tlsa: Option<Vec<u8>>| Zone {
+        mx_secure: true,
+        address_secure: true,
+        tlsa,
+        tlsa_kind: (3, 1, 1),
+        tlsa_secure: true,
+    };
+    let (ca, ca_sha256) = TestCa::new();
+    let (anchored, anchored_address) = Capture::start(Some(ca.server("ta.example"))).await;
+    let (misnamed, misnamed_address) = Capture::start(Some(ca.server("khac.example"))).await;
+    let dane_ta = Zone { tlsa_kind: (2, 0, 1), ..secure(Some(ca_sha256)) };
     let zones = HashMap::from([
         ("khop.example".to_owned(), secure(Some(good_key))),
         ("sai.example".to_owned(), secure(Some(other_key.clone()))),
@@ -203,6 +248,8 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
         ("akhongad.example".to_owned(), Zone { address_secure: false, ..secure(Some(other_key)) }),
         ("hong.example".to_owned(), secure(None)),
         ("gia.example".to_owned(), secure(Some(copied_key))),
+        ("ta.example".to_owned(), dane_ta.clone()),
+        ("tasai.example".to_owned(), dane_ta),
     ]);
     let relay = relay(
         &[
@@ -214,6 +261,8 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
             ("akhongad.example", insecure_address),
             ("hong.example", failing_address),
             ("gia.example", impostor_address),
+            ("ta.example", anchored_address),
+            ("tasai.example", misnamed_address),
         ],
         zones,
     )
@@ -289,6 +338,31 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
     );
     assert!(impostor.connections.load(Ordering::SeqCst) >= 1);
     assert!(no_mail_command(&impostor) && impostor.transactions().is_empty(), "{:?}", impostor.commands());
+    clear_queue(&relay.service).await;
+
+    // (7) DANE-TA 2 0 1: a chain to the named CA, sent by the server, for the MX host name.
+    send(relay.ports.mx, "i@ta.example").await;
+    assert!(
+        wait_until(Duration::from_secs(15), || anchored.transactions().len() == 1).await,
+        "{:?} {}",
+        anchored.commands(),
+        last_error(&relay.service).await
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || attempts(&state, "i@ta.example")
+            .iter()
+            .any(|line| line["dane"] == true))
+        .await
+    );
+    assert!(attempts(&state, "i@ta.example")[0]["remote"].as_str().unwrap().contains("DANE-TA verified"));
+    // The same CA's certificate for another name: deferred (RFC 7672 3.2.2).
+    send(relay.ports.mx, "j@tasai.example").await;
+    assert!(
+        deferred_with(&relay.service, "not authenticated by its TLSA records").await,
+        "{}",
+        last_error(&relay.service).await
+    );
+    assert!(no_mail_command(&misnamed) && misnamed.transactions().is_empty(), "{:?}", misnamed.commands());
     clear_queue(&relay.service).await;
     relay.service.shutdown().await;
 }

@@ -40,7 +40,7 @@ pub struct Answer {
 /// Asks `servers` in turn for `name`/`kind`; the first resolver that answers NOERROR or
 /// NXDOMAIN wins. `Err` names the last failure (timeout, SERVFAIL, a malformed answer).
 pub async fn ask(servers: &[SocketAddr], name: &str, kind: RecordType) -> Result<Answer, String> {
-    let mut fqdn = Name::from_ascii(name).map_err(|_| "not a DNS name".to_owned())?;
+    let mut fqdn = Name::from_utf8(name).map_err(|_| "not a DNS name".to_owned())?;
     fqdn.set_fqdn(true);
     let mut last = "no DNS resolver configured".to_owned();
     for server in servers.iter().take(MAX_SERVERS) {
