@@ -71,6 +71,7 @@ struct RawOutbound {
     require_tls_to: Vec<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
     mta_sts: Option<bool>,
+    dane: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +192,9 @@ pub struct Outbound {
     /// Look up the recipient domain's MTA-STS policy (RFC 8461) and, in `enforce` mode, send
     /// only to its listed MX hosts over TLS whose certificate verifies.
     pub mta_sts: bool,
+    /// DANE (RFC 7672): MX hosts with TLSA records that the resolvers' AD bit vouches for
+    /// are only used over TLS that those records authenticate.
+    pub dane: bool,
 }
 
 /// Retry schedule: from `retry_after`, doubling up to `max_retry_interval`, bounce after `give_up_after`.
@@ -409,7 +413,13 @@ pub(crate) fn validate(raw: RawMail, server: &Server, context: &mut Context<'_>)
         dmarc_enforcement,
         domains,
         users,
-        outbound: Outbound { smarthost, require_tls_to, ca_file, mta_sts: raw_outbound.mta_sts.unwrap_or(true) },
+        outbound: Outbound {
+            smarthost,
+            require_tls_to,
+            ca_file,
+            mta_sts: raw_outbound.mta_sts.unwrap_or(true),
+            dane: raw_outbound.dane.unwrap_or(true),
+        },
         queue: QueuePolicy { retry_after, max_retry_interval, give_up_after },
     }
 }

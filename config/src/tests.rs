@@ -187,6 +187,14 @@ fn sender_checks_are_on_by_default_and_dmarc_enforcement_is_one_of_three() {
 }
 
 #[test]
+fn dane_is_on_by_default_and_a_boolean() {
+    let base = Path::new("/nonexistent-base");
+    assert!(parse("[mail]\n", "t.toml", base).unwrap().mail.outbound.dane);
+    assert!(!parse("[mail.outbound]\ndane = false\n", "t.toml", base).unwrap().mail.outbound.dane);
+    assert_error("[mail.outbound]\ndane = \"yes\"\n", "t.toml:2:8: mail.outbound.dane");
+}
+
+#[test]
 fn plain_password_is_refused() {
     assert_error(
         "[[mail.user]]\nlogin = \"vanthu@ninhthuan.gov.vn\"\npassword = \"secret\"\n",

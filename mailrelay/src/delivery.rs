@@ -9,6 +9,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::address::Address;
 use crate::audit;
+use crate::dane::{self, HostDane};
 use crate::dsn::{self, FailedRecipient};
 use crate::message;
 use crate::outbound::{Outgoing, TlsPolicy};
@@ -118,23 +119,23 @@ async fn deliver_group(
     indexes: &[usize],
 ) -> Vec<Outcome> {
     let routes = shared.routes();
-    let failed_all = |permanent: bool, diagnostic: String, remote: Option<String>| {
+    let failed_all = |permanent: bool, diagnostic: String, remote: Option<String>, dane: bool| {
         indexes
             .iter()
-            .map(|_| Outcome::Failed { permanent, diagnostic: diagnostic.clone(), remote: remote.clone() })
+            .map(|_| Outcome::Failed { permanent, diagnostic: diagnostic.clone(), remote: remote.clone(), dane })
             .collect()
     };
     // RFC 8689 4.2.1: the requirement binds messages with a return path; a bounce goes as before.
     let requiretls = meta.require_tls && meta.sender.is_some();
-    let (targets, tls_policy, report) = match destination {
-        Destination::Local(address) => (
-            vec![Exchanger { host: address.ip().to_string(), address: *address }],
-            TlsPolicy::Opportunistic,
-            secure::Report::Nothing,
-        ),
+    let direct = |address: &SocketAddr, tls: TlsPolicy| secure::Target {
+        exchanger: Exchanger { host: address.ip().to_string(), address: *address },
+        tls,
+    };
+    let (targets, report) = match destination {
+        Destination::Local(address) => (vec![direct(address, TlsPolicy::Opportunistic)], secure::Report::Nothing),
         Destination::Smarthost(address, tls) => {
-            let policy = if requiretls { TlsPolicy::Required } else { *tls };
-            (vec![Exchanger { host: address.ip().to_string(), address: *address }], policy, secure::Report::Nothing)
+            let policy = if requiretls { TlsPolicy::Required } else { tls.clone() };
+            (vec![direct(address, policy)], secure::Report::Nothing)
         }
         Destination::Exchangers(domain) => match shared.lookup.mail_exchangers(domain).await {
             Ok(exchangers) => {
@@ -148,22 +149,32 @@ async fn deliver_group(
                 } else {
                     None
                 };
-                match secure::plan(domain, exchangers, policy.as_ref(), asks) {
-                    secure::Plan::Send { hosts, tls, report } => (hosts, tls, report),
-                    secure::Plan::Refuse { permanent, diagnostic } => {
+                let findings = if routes.dane && shared.lookup.answers_from_dns() {
+                    shared.dane.findings(domain, &exchangers).await
+                } else {
+                    dane::Findings::default()
+                };
+                record_findings(&meta.id, &findings);
+                match secure::plan(domain, exchangers, policy.as_ref(), &findings, asks) {
+                    secure::Plan::Send { targets, report } => (targets, report),
+                    secure::Plan::Refuse { permanent, diagnostic, dane: true } => {
+                        return failed_all(permanent, diagnostic, None, true);
+                    }
+                    secure::Plan::Refuse { permanent, diagnostic, dane: false } => {
                         let mode = if requiretls { "requiretls" } else { "enforce" };
                         metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => mode).increment(1);
                         if requiretls {
                             metrics::counter!("lienthong_mail_requiretls_refused_total", "stage" => "delivery")
                                 .increment(1);
                         }
-                        return failed_all(permanent, diagnostic, None);
+                        return failed_all(permanent, diagnostic, None, false);
                     }
                 }
             }
             Err(failure) => {
                 let code = if failure.permanent { "550" } else { "451" };
-                return failed_all(failure.permanent, format!("{code} {} {}", failure.status, failure.message), None);
+                let diagnostic = format!("{code} {} {}", failure.status, failure.message);
+                return failed_all(failure.permanent, diagnostic, None, false);
             }
         },
     };
@@ -178,7 +189,7 @@ async fn deliver_group(
         }
     }
     if recipients.len() != indexes.len() {
-        return failed_all(true, "550 5.1.3 unreadable recipient address in the queue".into(), None);
+        return failed_all(true, "550 5.1.3 unreadable recipient address in the queue".into(), None, false);
     }
     let outgoing = Outgoing {
         sender: sender.as_ref(),
@@ -191,8 +202,10 @@ async fn deliver_group(
         require_tls: requiretls && !matches!(destination, Destination::Local(_)),
     };
     let mut attempts = decision::HostAttempts::new(outgoing.require_tls);
-    for Exchanger { host, address } in &targets {
+    for secure::Target { exchanger: Exchanger { host, address }, tls: tls_policy } in &targets {
+        let dane = matches!(tls_policy, TlsPolicy::Dane(_));
         if let secure::Report::Testing(policy) = &report
+            && !dane
             && !policy.allows(host)
         {
             metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "testing").increment(1);
@@ -201,39 +214,48 @@ async fn deliver_group(
         let sent = match &report {
             // What `enforce` would require is tried first; its failures happen before MAIL,
             // and the message then goes as without a policy.
-            secure::Report::Testing(_) => {
+            secure::Report::Testing(_) if !dane => {
                 match shared.client.send(*address, host, TlsPolicy::Required, &outgoing).await {
                     Err(failure) if failure.security => {
                         metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "testing").increment(1);
                         tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message,
                         "MTA-STS testing: enforce would have failed; sending as without a policy");
-                        shared.client.send(*address, host, tls_policy, &outgoing).await
+                        shared.client.send(*address, host, tls_policy.clone(), &outgoing).await
                     }
                     sent => sent,
                 }
             }
-            secure::Report::Nothing | secure::Report::Enforced => {
-                shared.client.send(*address, host, tls_policy, &outgoing).await
-            }
+            _ => shared.client.send(*address, host, tls_policy.clone(), &outgoing).await,
         };
+        if dane {
+            let result = match &sent {
+                Ok(_) => "verified",
+                Err(failure) if failure.security => "refused",
+                Err(_) => "unreachable",
+            };
+            metrics::counter!("lienthong_mail_dane_total", "result" => result).increment(1);
+        }
         let failure = match sent {
             Ok((tls, replies)) => {
                 let relay = match &tls {
                     Some(tls) => format!("{host}[{address}] ({tls})"),
                     None => format!("{host}[{address}]"),
                 };
-                return decision::answered(&relay, host, replies);
+                return decision::answered(&relay, host, replies, dane);
             }
             Err(failure) => failure,
         };
         if outgoing.require_tls && failure.security {
             tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message, "REQUIRETLS: next hop refused");
+        } else if failure.security && dane {
+            tracing::warn!(queue_id = %meta.id, host = %sanitize(host), reason = %failure.message,
+                "DANE: no TLS that the TLSA records authenticate to this MX host; not sending in clear");
         } else if failure.security && !failure.permanent && report == secure::Report::Enforced {
             metrics::counter!("lienthong_mail_mta_sts_failures_total", "mode" => "enforce").increment(1);
             tracing::warn!(queue_id = %meta.id, %host, reason = %failure.message,
                 "MTA-STS enforce: no verified TLS to this MX host; not sending in clear");
         }
-        if let Some(outcome) = attempts.failed(host, &failure) {
+        if let Some(outcome) = attempts.failed(host, &failure, dane) {
             return indexes.iter().map(|_| outcome.clone()).collect();
         }
     }
@@ -242,6 +264,28 @@ async fn deliver_group(
         metrics::counter!("lienthong_mail_requiretls_refused_total", "stage" => "delivery").increment(1);
     }
     indexes.iter().map(|_| outcome.clone()).collect()
+}
+
+/// Counts and logs what DNSSEC said about each MX host (`lienthong_mail_dane_total`).
+fn record_findings(queue_id: &str, findings: &dane::Findings) {
+    for (host, finding) in &findings.hosts {
+        metrics::counter!("lienthong_mail_dane_total", "result" => finding.metric()).increment(1);
+        match finding {
+            HostDane::Failed(reason) => tracing::warn!(queue_id, host = %sanitize(host), reason = %sanitize(reason),
+                "DANE: lookup failed without an authenticated denial; this MX host is not used now"),
+            HostDane::Records(records) => {
+                tracing::debug!(queue_id, host = %sanitize(host), records = records.len(), "DANE: TLSA records found");
+            }
+            HostDane::Unusable => tracing::info!(queue_id, host = %sanitize(host),
+                "DANE: only TLSA records unusable for SMTP (RFC 7672 3.1.3); host used as without them"),
+            HostDane::NotApplicable => {}
+        }
+    }
+}
+
+/// DNS-derived text for a log line.
+fn sanitize(text: &str) -> String {
+    crate::mta_sts::policy::sanitize(text.as_bytes(), 300)
 }
 
 async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<Option<Outcome>>) {
@@ -255,15 +299,17 @@ async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<
     for (recipient, outcome) in meta.recipients.iter().zip(outcomes) {
         let address = recipient.address.to_string();
         match &outcome {
-            Some(Outcome::Delivered { relay, reply }) => {
+            Some(Outcome::Delivered { relay, reply, dane }) => {
                 metrics::counter!("lienthong_mail_delivered_total").increment(1);
-                let line = audit::attempt(&meta.id, &address, Some(relay), reply, audit::Outcome::Delivered, now);
+                let line = audit::attempt(&meta.id, &address, Some(relay), reply, audit::Outcome::Delivered, now)
+                    .under_dane(*dane);
                 shared.audit.write(&line, now);
                 tracing::info!(queue_id = %meta.id, recipient = %recipient.address, %relay, %reply, "delivered");
             }
-            Some(Outcome::Failed { permanent: false, diagnostic, remote }) => {
+            Some(Outcome::Failed { permanent: false, diagnostic, remote, dane }) => {
                 let line =
-                    audit::attempt(&meta.id, &address, remote.as_deref(), diagnostic, audit::Outcome::Deferred, now);
+                    audit::attempt(&meta.id, &address, remote.as_deref(), diagnostic, audit::Outcome::Deferred, now)
+                        .under_dane(*dane);
                 shared.audit.write(&line, now);
                 metrics::counter!("lienthong_mail_deferred_total").increment(1);
                 tracing::warn!(queue_id = %meta.id, recipient = %recipient.address, reply = %diagnostic, "deferred");
@@ -276,6 +322,7 @@ async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<
             }
             Some(Outcome::Failed { permanent: true, .. }) | None => {}
         }
+        let dane = outcome.as_ref().is_some_and(Outcome::under_dane);
         match decision::decide(outcome.as_ref(), attempt, &routes.queue) {
             Decision::Complete => {}
             Decision::Retry { at } => {
@@ -284,7 +331,8 @@ async fn finish(shared: &Shared, meta: &mut Meta, content: &[u8], outcomes: Vec<
             }
             Decision::Bounce { diagnostic, remote } => {
                 let line =
-                    audit::attempt(&meta.id, &address, remote.as_deref(), &diagnostic, audit::Outcome::Bounced, now);
+                    audit::attempt(&meta.id, &address, remote.as_deref(), &diagnostic, audit::Outcome::Bounced, now)
+                        .under_dane(dane);
                 shared.audit.write(&line, now);
                 failed.push(FailedRecipient { recipient: recipient.clone(), diagnostic, remote });
             }

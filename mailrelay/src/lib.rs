@@ -12,6 +12,7 @@ pub mod address;
 pub mod audit;
 pub(crate) mod auth;
 mod connections;
+pub mod dane;
 mod delivery;
 pub mod dkim;
 pub mod dsn;
@@ -91,6 +92,8 @@ pub(crate) struct Routes {
     pub require_tls_to: Vec<String>,
     /// `mail.outbound.mta_sts`: look up recipient domains' MTA-STS policies.
     pub mta_sts: bool,
+    /// `mail.outbound.dane`: look up TLSA records of MX hosts DNSSEC vouches for.
+    pub dane: bool,
     pub queue: QueuePolicy,
 }
 
@@ -103,6 +106,7 @@ impl Routes {
             smarthost: mail.outbound.smarthost,
             require_tls_to: mail.outbound.require_tls_to.iter().map(|domain| domain.as_str().to_owned()).collect(),
             mta_sts: mail.outbound.mta_sts,
+            dane: mail.outbound.dane,
             queue: mail.queue.clone(),
         }
     }
@@ -133,6 +137,8 @@ pub(crate) struct Shared {
     pub client: outbound::Client,
     /// Recipient domains' MTA-STS policies (cache kept across reloads).
     pub mta_sts: mta_sts::MtaSts,
+    /// DNSSEC status and TLSA records of MX hosts (RFC 7672).
+    pub dane: dane::DaneLookup,
     pub lookup: Arc<dyn MailExchangerLookup>,
     pub tls_server: Arc<rustls::ServerConfig>,
     pub dkim: dkim::Signer,
@@ -421,6 +427,7 @@ impl MailService {
             queue,
             client,
             mta_sts,
+            dane: dane::DaneLookup::new(&dane_resolvers(&config)),
             lookup,
             tls_server,
             dkim,
@@ -542,6 +549,14 @@ pub fn dkim_records(config: &Config) -> Vec<String> {
 
 fn domain_names(config: &Config) -> Vec<String> {
     config.mail.domains.iter().map(|domain| domain.name.as_str().to_owned()).collect()
+}
+
+/// The resolvers DANE trusts the AD bit of (see [`dane::resolvers`]).
+fn dane_resolvers(config: &Config) -> Vec<SocketAddr> {
+    let dns = &config.dns;
+    let own = (dns.enabled && dns.validate && !dns.forwarders.is_empty())
+        .then_some((dns.listen.as_slice(), dns.recursion_from.as_slice()));
+    dane::resolvers(own, &dns.forwarders)
 }
 
 /// The outbound TLS config for `require_tls_to`, with a warning when it can verify nothing.

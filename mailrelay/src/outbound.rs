@@ -32,7 +32,7 @@ const POOL_IDLE: Duration = Duration::from_secs(20);
 const POOL_PER_HOST: usize = 16;
 
 /// Whether this hop may be used without TLS, and whether its certificate must verify.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TlsPolicy {
     /// Use STARTTLS when offered, without checking the certificate; clear text otherwise
     /// (RFC 3207, RFC 7435 opportunistic security).
@@ -40,6 +40,16 @@ pub enum TlsPolicy {
     /// Defer rather than send in clear text or to a certificate that does not verify for the
     /// host name (`require_tls_to`).
     Required,
+    /// Defer rather than send in clear text or to a server that no usable TLSA record of the
+    /// host authenticates (DANE, RFC 7672; see [`crate::dane::verifier`]).
+    Dane(crate::dane::TlsaSet),
+}
+
+impl TlsPolicy {
+    /// Whether a server without STARTTLS or with a certificate that fails the check is refused.
+    pub fn requires_tls(&self) -> bool {
+        !matches!(self, Self::Opportunistic)
+    }
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -49,7 +59,7 @@ struct Connection {
     stream: Box<dyn Io>,
     conversation: Conversation,
     tls: Option<String>,
-    /// Only connections that verified the certificate serve `TlsPolicy::Required`.
+    /// A connection serves its own policy and `TlsPolicy::Opportunistic`.
     policy: TlsPolicy,
     idle_since: Instant,
 }
@@ -93,7 +103,7 @@ impl Client {
         message: &Outgoing<'_>,
     ) -> Result<(Option<String>, Vec<RecipientOutcome>), Failure> {
         let key = (address, server_name.to_owned());
-        if let Some(mut connection) = self.pooled(&key, policy).await {
+        if let Some(mut connection) = self.pooled(&key, &policy).await {
             // A pooled connection may have been closed by the server meanwhile: on any I/O
             // failure before the first reply, fall through to a fresh connection.
             match transaction(&mut connection, message).await {
@@ -108,7 +118,7 @@ impl Client {
                 Err(TransactionError::Failed(failure)) => return Err(failure),
             }
         }
-        let mut connection = self.connect(address, server_name, policy).await?;
+        let mut connection = self.connect(address, server_name, &policy).await?;
         match transaction(&mut connection, message).await {
             Ok((outcomes, reusable)) => {
                 let tls = connection.tls.clone();
@@ -126,14 +136,14 @@ impl Client {
 
     /// An idle connection to the same host and name, good enough for `policy`, with nothing
     /// unread on it.
-    async fn pooled(&self, key: &(SocketAddr, String), policy: TlsPolicy) -> Option<Connection> {
+    async fn pooled(&self, key: &(SocketAddr, String), policy: &TlsPolicy) -> Option<Connection> {
         loop {
             let mut connection = {
                 let mut pool = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let connections = pool.get_mut(key)?;
                 let position = connections.iter().rposition(|connection| {
                     connection.idle_since.elapsed() < POOL_IDLE
-                        && (policy == TlsPolicy::Opportunistic || connection.policy == TlsPolicy::Required)
+                        && (*policy == TlsPolicy::Opportunistic || connection.policy == *policy)
                 })?;
                 connections.remove(position)
             };
@@ -153,39 +163,49 @@ impl Client {
         }
     }
 
-    async fn connect(&self, address: SocketAddr, server_name: &str, policy: TlsPolicy) -> Result<Connection, Failure> {
+    async fn connect(&self, address: SocketAddr, server_name: &str, policy: &TlsPolicy) -> Result<Connection, Failure> {
         let temporary = Failure::temporary;
         let mut tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
             .await
             .map_err(|_| temporary(format!("connecting to {address} timed out")))?
             .map_err(|error| temporary(format!("cannot connect to {address}: {error}")))?;
         let _ = tcp.set_nodelay(true);
-        let encryption = match policy {
-            TlsPolicy::Opportunistic => Encryption::WhenOffered,
-            TlsPolicy::Required => Encryption::Required,
-        };
+        let encryption = if policy.requires_tls() { Encryption::Required } else { Encryption::WhenOffered };
         let mut conversation = Conversation::new(self.hostname.clone(), encryption);
         // Failures before the first transaction name the host they came from.
         let at = |failure: Failure| Failure { message: format!("{address}: {}", failure.message), ..failure };
         match drive(&mut tcp, &mut conversation, &[]).await {
             Action::Ready => {
                 let stream: Box<dyn Io> = Box::new(tcp);
-                return Ok(Connection { stream, conversation, tls: None, policy, idle_since: Instant::now() });
+                return Ok(Connection {
+                    stream,
+                    conversation,
+                    tls: None,
+                    policy: policy.clone(),
+                    idle_since: Instant::now(),
+                });
             }
             Action::StartTls => {}
             Action::Failed(failure) => return Err(at(failure)),
             _ => return Err(at(temporary("the conversation went out of order before STARTTLS".into()))),
         }
-        let name = match (ServerName::try_from(server_name.to_owned()), policy) {
-            (Ok(name), _) => name,
-            (Err(_), TlsPolicy::Opportunistic) => ServerName::IpAddress(address.ip().into()),
-            (Err(_), TlsPolicy::Required) => {
+        let name = match ServerName::try_from(server_name.to_owned()) {
+            Ok(name) => name,
+            Err(_) if !policy.requires_tls() => ServerName::IpAddress(address.ip().into()),
+            Err(_) => {
                 return Err(Failure::insecure(format!("cannot verify {address}: `{server_name}` is not a host name")));
             }
         };
+        let mut dane_match = None;
         let connector = match policy {
             TlsPolicy::Opportunistic => self.opportunistic.clone(),
             TlsPolicy::Required => self.verified.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+            TlsPolicy::Dane(records) => {
+                let (config, matched) = crate::dane::verifier::client_config(records.clone())
+                    .map_err(|error| temporary(format!("DANE TLS setup failed: {error}")))?;
+                dane_match = Some(matched);
+                TlsConnector::from(config)
+            }
         };
         let mut tls_stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
             .await
@@ -194,17 +214,28 @@ impl Client {
                 TlsPolicy::Required => Failure::insecure(format!(
                     "TLS is required for this destination but the certificate of {server_name} [{address}] does not verify: {error}"
                 )),
+                TlsPolicy::Dane(_) => Failure::insecure(format!(
+                    "DANE: {server_name} [{address}] is not authenticated by its TLSA records: {error}"
+                )),
                 TlsPolicy::Opportunistic => temporary(format!("TLS handshake with {address} failed: {error}")),
             })?;
         let mut description = tls_stream.get_ref().1.describe();
-        if policy == TlsPolicy::Required {
-            description.push_str(", verified");
+        match dane_match.as_ref().and_then(|matched| matched.get()) {
+            Some(usage) => description.push_str(&format!(", {} verified", usage.as_str())),
+            None if policy.requires_tls() => description.push_str(", verified"),
+            None => {}
         }
         conversation.tls_started();
         match drive(&mut tls_stream, &mut conversation, &[]).await {
             Action::Ready => {
                 let stream: Box<dyn Io> = Box::new(tls_stream);
-                Ok(Connection { stream, conversation, tls: Some(description), policy, idle_since: Instant::now() })
+                Ok(Connection {
+                    stream,
+                    conversation,
+                    tls: Some(description),
+                    policy: policy.clone(),
+                    idle_since: Instant::now(),
+                })
             }
             Action::Failed(failure) => Err(at(failure)),
             _ => Err(at(temporary("the conversation went out of order after STARTTLS".into()))),
@@ -222,7 +253,7 @@ impl Client {
         policy: TlsPolicy,
         recipient: &Address,
     ) -> Result<Reply, Failure> {
-        let mut connection = self.connect(address, &address.ip().to_string(), policy).await?;
+        let mut connection = self.connect(address, &address.ip().to_string(), &policy).await?;
         connection.conversation.start_probe(recipient);
         let action = drive(&mut connection.stream, &mut connection.conversation, &[]).await;
         // The answer is known: QUIT, and its reply is not waited for long.

@@ -113,6 +113,12 @@ pub(crate) fn forwarder_config(forwarders: &[SocketAddr]) -> ResolverConfig {
 /// Finds the hosts that accept mail for a domain, most preferred first.
 pub trait MailExchangerLookup: Send + Sync {
     fn mail_exchangers<'a>(&'a self, domain: &'a str) -> LookupResult<'a>;
+
+    /// Whether the hosts come from DNS answers, so that DANE (RFC 7672) may ask the same
+    /// resolvers whether DNSSEC vouches for them. False for fixed maps.
+    fn answers_from_dns(&self) -> bool {
+        false
+    }
 }
 
 /// MX lookups through hickory-resolver: the configured forwarders, else /etc/resolv.conf.
@@ -184,6 +190,10 @@ impl DnsLookup {
 impl MailExchangerLookup for DnsLookup {
     fn mail_exchangers<'a>(&'a self, domain: &'a str) -> LookupResult<'a> {
         Box::pin(self.lookup(domain))
+    }
+
+    fn answers_from_dns(&self) -> bool {
+        true
     }
 }
 

@@ -104,6 +104,10 @@ pub struct Attempt {
     pub reply_code: Option<u16>,
     pub reply: String,
     pub outcome: Outcome,
+    /// The remote host was chosen and checked with DANE (RFC 7672): its TLSA records, which
+    /// DNSSEC vouched for, authenticated (or failed to authenticate) its certificate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dane: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +116,16 @@ pub enum Outcome {
     Delivered,
     Deferred,
     Bounced,
+}
+
+impl Record {
+    /// Marks an attempt line as made under DANE; other lines are returned unchanged.
+    pub fn under_dane(mut self, dane: bool) -> Self {
+        if let Self::Attempt(attempt) = &mut self {
+            attempt.dane = dane;
+        }
+        self
+    }
 }
 
 impl Attempt {

@@ -86,5 +86,6 @@ pub fn attempt(
         reply_code,
         reply,
         outcome,
+        dane: false,
     })
 }

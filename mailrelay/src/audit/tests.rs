@@ -88,3 +88,26 @@ async fn lines_are_durable_private_and_traced() {
     let later = TraceQuery { needle: "khac@x.vn".into(), since: Some("2999-01-01".into()) };
     assert_eq!(trace(&directory, &later).unwrap(), "");
 }
+
+#[test]
+fn an_attempt_under_dane_says_so_and_older_lines_still_read() {
+    let now = 1_764_633_600;
+    let dane = attempt("Q1", "a@khop.example", Some("mx.khop.example"), "250 2.0.0 ok", Outcome::Delivered, now)
+        .under_dane(true);
+    let line = String::from_utf8(encode(&dane).unwrap()).unwrap();
+    assert!(line.contains("\"dane\":true"), "{line}");
+    assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), dane);
+    let plain = attempt("Q1", "a@x.vn", None, "451 4.4.1 busy", Outcome::Deferred, now).under_dane(false);
+    let line = String::from_utf8(encode(&plain).unwrap()).unwrap();
+    assert!(!line.contains("dane"), "only DANE attempts carry the field: {line}");
+    assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), plain);
+
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        state.path().join(file_name(now)),
+        [encode(&accepted("Q1", "<m@x.vn>", "v@x.vn")).unwrap(), encode(&dane).unwrap()].concat(),
+    )
+    .unwrap();
+    let text = trace(state.path(), &TraceQuery { needle: "<m@x.vn>".into(), since: None }).unwrap();
+    assert!(text.contains("via mx.khop.example (DANE): 250"), "{text}");
+}

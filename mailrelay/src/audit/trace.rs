@@ -132,9 +132,10 @@ fn render(text: &mut String, accepted: &Accepted, attempts: &[Attempt], not_queu
         };
         let remote = attempt.remote.as_deref().map_or_else(String::new, |remote| format!(" via {}", show(remote)));
         let code = attempt.reply_code.map_or_else(String::new, |code| format!("{code} "));
+        let dane = if attempt.dane { " (DANE)" } else { "" };
         let _ = writeln!(
             text,
-            "  {outcome:<11} {} <{}>{remote}: {code}{}",
+            "  {outcome:<11} {} <{}>{remote}{dane}: {code}{}",
             show(&attempt.time),
             show(&attempt.recipient),
             show(&attempt.reply)

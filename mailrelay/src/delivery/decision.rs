@@ -7,11 +7,20 @@ use lienthong_config::QueuePolicy;
 use crate::outbound::{Failure, RecipientOutcome};
 use crate::queue::backoff;
 
-/// What one attempt did for one recipient.
+/// What one attempt did for one recipient. `dane`: the host was used under DANE (RFC 7672),
+/// for the audit line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Delivered { relay: String, reply: String },
-    Failed { permanent: bool, diagnostic: String, remote: Option<String> },
+    Delivered { relay: String, reply: String, dane: bool },
+    Failed { permanent: bool, diagnostic: String, remote: Option<String>, dane: bool },
+}
+
+impl Outcome {
+    pub fn under_dane(&self) -> bool {
+        match self {
+            Outcome::Delivered { dane, .. } | Outcome::Failed { dane, .. } => *dane,
+        }
+    }
 }
 
 /// The message's history at the end of this attempt.
@@ -40,7 +49,7 @@ pub enum Decision {
 pub fn decide(outcome: Option<&Outcome>, attempt: Attempt, schedule: &QueuePolicy) -> Decision {
     let last_error = match outcome {
         Some(Outcome::Delivered { .. }) => return Decision::Complete,
-        Some(Outcome::Failed { permanent: true, diagnostic, remote }) => {
+        Some(Outcome::Failed { permanent: true, diagnostic, remote, .. }) => {
             return Decision::Bounce { diagnostic: diagnostic.clone(), remote: remote.clone() };
         }
         Some(Outcome::Failed { permanent: false, diagnostic, .. }) => diagnostic.as_str(),
@@ -56,15 +65,16 @@ pub fn decide(outcome: Option<&Outcome>, attempt: Attempt, schedule: &QueuePolic
 }
 
 /// Each recipient's outcome from the replies of the host that took the transaction.
-pub fn answered(relay: &str, host: &str, replies: Vec<RecipientOutcome>) -> Vec<Outcome> {
+pub fn answered(relay: &str, host: &str, replies: Vec<RecipientOutcome>, dane: bool) -> Vec<Outcome> {
     replies
         .into_iter()
         .map(|reply| match reply {
-            Ok(reply) => Outcome::Delivered { relay: relay.to_owned(), reply: reply.to_string() },
+            Ok(reply) => Outcome::Delivered { relay: relay.to_owned(), reply: reply.to_string(), dane },
             Err(reply) => Outcome::Failed {
                 permanent: reply.code >= 500,
                 diagnostic: reply.to_string(),
                 remote: Some(host.to_owned()),
+                dane,
             },
         })
         .collect()
@@ -80,17 +90,26 @@ pub struct HostAttempts {
     /// Every host so far failed for want of TLS, none for a network failure.
     only_insecure: bool,
     tried: bool,
+    /// The last failure was of a host used under DANE.
+    last_dane: bool,
 }
 
 impl HostAttempts {
     pub fn new(requiretls: bool) -> Self {
-        Self { requiretls, last_failure: "451 4.4.0 no host to try".into(), only_insecure: true, tried: false }
+        Self {
+            requiretls,
+            last_failure: "451 4.4.0 no host to try".into(),
+            only_insecure: true,
+            tried: false,
+            last_dane: false,
+        }
     }
 
     /// `host` failed the whole transaction. `Some`: the outcome for every recipient, no other
     /// host is tried (a permanent refusal); `None`: try the next host.
-    pub fn failed(&mut self, host: &str, failure: &Failure) -> Option<Outcome> {
+    pub fn failed(&mut self, host: &str, failure: &Failure, dane: bool) -> Option<Outcome> {
         self.tried = true;
+        self.last_dane = dane;
         if self.requiretls && failure.security {
             self.last_failure = match failure.message.strip_prefix("550 5.7.10 ") {
                 Some(reason) => format!("550 5.7.10 {reason} ({host})"),
@@ -103,6 +122,7 @@ impl HostAttempts {
                 permanent: true,
                 diagnostic: failure.message.clone(),
                 remote: Some(host.to_owned()),
+                dane,
             });
         }
         self.only_insecure = false;
@@ -114,7 +134,7 @@ impl HostAttempts {
     /// failed for want of TLS, not of a network (RFC 8689 4.2.1).
     pub fn exhausted(self) -> Outcome {
         let permanent = self.requiretls && self.only_insecure && self.tried;
-        Outcome::Failed { permanent, diagnostic: self.last_failure, remote: None }
+        Outcome::Failed { permanent, diagnostic: self.last_failure, remote: None, dane: self.last_dane }
     }
 }
 
@@ -140,7 +160,12 @@ mod tests {
     }
 
     fn deferred(diagnostic: &str) -> Outcome {
-        Outcome::Failed { permanent: false, diagnostic: diagnostic.into(), remote: Some("mx.example.vn".into()) }
+        Outcome::Failed {
+            permanent: false,
+            diagnostic: diagnostic.into(),
+            remote: Some("mx.example.vn".into()),
+            dane: false,
+        }
     }
 
     #[test]
@@ -161,6 +186,7 @@ mod tests {
             permanent: true,
             diagnostic: "550 5.1.1 no such user".into(),
             remote: Some("mx.example.vn".into()),
+            dane: false,
         };
         let decision = decide(Some(&refused), attempt(0, 0), &schedule());
         let expected =
@@ -192,17 +218,23 @@ mod tests {
         let ok = Reply { code: 250, text: "2.0.0 queued".into() };
         let unknown = Reply { code: 521, text: "5.3.2 no mail here\nsee the directory".into() };
         let busy = Reply { code: 452, text: "4.2.2 full".into() };
-        let outcomes = answered("mx[192.0.2.1]", "mx", vec![Ok(ok), Err(unknown), Err(busy)]);
+        let outcomes = answered("mx[192.0.2.1]", "mx", vec![Ok(ok), Err(unknown), Err(busy)], false);
         assert_eq!(
             outcomes,
             [
-                Outcome::Delivered { relay: "mx[192.0.2.1]".into(), reply: "250 2.0.0 queued".into() },
+                Outcome::Delivered { relay: "mx[192.0.2.1]".into(), reply: "250 2.0.0 queued".into(), dane: false },
                 Outcome::Failed {
                     permanent: true,
                     diagnostic: "521 5.3.2 no mail here see the directory".into(),
-                    remote: Some("mx".into())
+                    remote: Some("mx".into()),
+                    dane: false,
                 },
-                Outcome::Failed { permanent: false, diagnostic: "452 4.2.2 full".into(), remote: Some("mx".into()) },
+                Outcome::Failed {
+                    permanent: false,
+                    diagnostic: "452 4.2.2 full".into(),
+                    remote: Some("mx".into()),
+                    dane: false
+                },
             ]
         );
     }
@@ -210,26 +242,32 @@ mod tests {
     #[test]
     fn hosts_are_tried_until_a_permanent_refusal_and_then_the_message_waits() {
         let mut attempts = HostAttempts::new(false);
-        assert_eq!(attempts.failed("mx1", &failure(false, false, "cannot connect")), None);
-        assert_eq!(attempts.failed("mx2", &failure(false, true, "no STARTTLS")), None);
+        assert_eq!(attempts.failed("mx1", &failure(false, false, "cannot connect"), false), None);
+        assert_eq!(attempts.failed("mx2", &failure(false, true, "no STARTTLS"), false), None);
         assert_eq!(
             attempts.exhausted(),
-            Outcome::Failed { permanent: false, diagnostic: "no STARTTLS".into(), remote: None }
+            Outcome::Failed { permanent: false, diagnostic: "no STARTTLS".into(), remote: None, dane: false }
         );
         let mut attempts = HostAttempts::new(false);
-        let refused = attempts.failed("mx1", &failure(true, false, "MAIL FROM refused: 550 no"));
+        let refused = attempts.failed("mx1", &failure(true, false, "MAIL FROM refused: 550 no"), false);
         assert_eq!(
             refused,
             Some(Outcome::Failed {
                 permanent: true,
                 diagnostic: "MAIL FROM refused: 550 no".into(),
-                remote: Some("mx1".into())
+                remote: Some("mx1".into()),
+                dane: false,
             })
         );
         let nothing = HostAttempts::new(true).exhausted();
         assert_eq!(
             nothing,
-            Outcome::Failed { permanent: false, diagnostic: "451 4.4.0 no host to try".into(), remote: None }
+            Outcome::Failed {
+                permanent: false,
+                diagnostic: "451 4.4.0 no host to try".into(),
+                remote: None,
+                dane: false
+            }
         );
     }
 
@@ -238,30 +276,33 @@ mod tests {
         let no_extension =
             failure(true, true, "550 5.7.10 REQUIRETLS: the next hop does not offer REQUIRETLS over TLS");
         let mut attempts = HostAttempts::new(true);
-        assert_eq!(attempts.failed("mx1", &no_extension), None, "a security failure tries the next host");
-        assert_eq!(attempts.failed("mx2", &failure(false, true, "certificate does not verify")), None);
+        assert_eq!(attempts.failed("mx1", &no_extension, false), None, "a security failure tries the next host");
+        assert_eq!(attempts.failed("mx2", &failure(false, true, "certificate does not verify"), false), None);
         let Outcome::Failed { permanent: true, diagnostic, .. } = attempts.exhausted() else { panic!() };
         assert_eq!(diagnostic, "550 5.7.10 REQUIRETLS: certificate does not verify");
         let mut attempts = HostAttempts::new(true);
-        attempts.failed("mx1", &no_extension);
+        attempts.failed("mx1", &no_extension, false);
         assert_eq!(
             attempts.exhausted(),
             Outcome::Failed {
                 permanent: true,
                 diagnostic: "550 5.7.10 REQUIRETLS: the next hop does not offer REQUIRETLS over TLS (mx1)".into(),
-                remote: None
+                remote: None,
+                dane: false,
             }
         );
         let mut attempts = HostAttempts::new(true);
-        attempts.failed("mx1", &no_extension);
-        attempts.failed("mx2", &failure(false, false, "connection timed out"));
+        attempts.failed("mx1", &no_extension, false);
+        attempts.failed("mx2", &failure(false, false, "connection timed out"), false);
         assert!(matches!(attempts.exhausted(), Outcome::Failed { permanent: false, .. }), "a network failure waits");
     }
 
     #[test]
     fn a_mixed_attempt_decides_each_recipient_on_its_own() {
-        let delivered = Outcome::Delivered { relay: "mx.example.vn[192.0.2.1]".into(), reply: "250 ok".into() };
-        let refused = Outcome::Failed { permanent: true, diagnostic: "550 5.1.1 unknown".into(), remote: None };
+        let delivered =
+            Outcome::Delivered { relay: "mx.example.vn[192.0.2.1]".into(), reply: "250 ok".into(), dane: false };
+        let refused =
+            Outcome::Failed { permanent: true, diagnostic: "550 5.1.1 unknown".into(), remote: None, dane: false };
         let outcomes = [Some(delivered), Some(refused), Some(deferred("450 4.2.1 busy"))];
         for age in [0, 10 * DAY] {
             let decisions: Vec<Decision> =

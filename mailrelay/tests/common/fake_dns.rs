@@ -30,3 +30,19 @@ pub async fn serve(mut answer: impl FnMut(&Query, &str, &mut Message) -> bool + 
     });
     address
 }
+
+/// A TLSA record (RFC 6698) for `name`: `usage selector matching data`. A test's closure
+/// sets `response.metadata.authentic_data` for the answers a validating resolver would have
+/// validated (what DANE trusts, RFC 7672 and RFC 6840 5.7).
+pub fn tlsa(
+    name: &hickory_resolver::proto::rr::Name,
+    usage: u8,
+    selector: u8,
+    matching: u8,
+    data: Vec<u8>,
+) -> hickory_resolver::proto::rr::Record {
+    use hickory_resolver::proto::rr::RData;
+    use hickory_resolver::proto::rr::rdata::TLSA;
+    let rdata = TLSA::new(usage.into(), selector.into(), matching.into(), data);
+    hickory_resolver::proto::rr::Record::from_rdata(name.clone(), 60, RData::TLSA(rdata))
+}
