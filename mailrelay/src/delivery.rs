@@ -277,7 +277,7 @@ fn record_findings(queue_id: &str, findings: &dane::Findings) {
                 tracing::debug!(queue_id, host = %sanitize(host), records = records.len(), "DANE: TLSA records found");
             }
             HostDane::Unusable => tracing::info!(queue_id, host = %sanitize(host),
-                "DANE: only TLSA records unusable for SMTP (RFC 7672 3.1.3); host used as without them"),
+                "DANE: only TLSA records unusable for SMTP (RFC 7672 3.1.3); TLS required, not authenticated"),
             HostDane::NotApplicable => {}
         }
     }

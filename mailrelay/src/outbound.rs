@@ -43,6 +43,9 @@ pub enum TlsPolicy {
     /// Defer rather than send in clear text or to a server that no usable TLSA record of the
     /// host authenticates (DANE, RFC 7672; see [`crate::dane::verifier`]).
     Dane(crate::dane::TlsaSet),
+    /// Defer rather than send in clear text, without checking the certificate: the host has
+    /// secure TLSA records, none of them usable for SMTP (RFC 7672 2.2, Postfix's `encrypt`).
+    Encrypted,
 }
 
 impl TlsPolicy {
@@ -191,14 +194,16 @@ impl Client {
         }
         let name = match ServerName::try_from(server_name.to_owned()) {
             Ok(name) => name,
-            Err(_) if !policy.requires_tls() => ServerName::IpAddress(address.ip().into()),
+            Err(_) if matches!(policy, TlsPolicy::Opportunistic | TlsPolicy::Encrypted) => {
+                ServerName::IpAddress(address.ip().into())
+            }
             Err(_) => {
                 return Err(Failure::insecure(format!("cannot verify {address}: `{server_name}` is not a host name")));
             }
         };
         let mut dane_match = None;
         let connector = match policy {
-            TlsPolicy::Opportunistic => self.opportunistic.clone(),
+            TlsPolicy::Opportunistic | TlsPolicy::Encrypted => self.opportunistic.clone(),
             TlsPolicy::Required => self.verified.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
             TlsPolicy::Dane(records) => {
                 let (config, matched) = crate::dane::verifier::client_config(records.clone())
@@ -217,11 +222,15 @@ impl Client {
                 TlsPolicy::Dane(_) => Failure::insecure(format!(
                     "DANE: {server_name} [{address}] is not authenticated by its TLSA records: {error}"
                 )),
+                TlsPolicy::Encrypted => {
+                    Failure::insecure(format!("TLS is required by the TLSA records of {server_name} but the handshake with {address} failed: {error}"))
+                }
                 TlsPolicy::Opportunistic => temporary(format!("TLS handshake with {address} failed: {error}")),
             })?;
         let mut description = tls_stream.get_ref().1.describe();
         match dane_match.as_ref().and_then(|matched| matched.get()) {
             Some(usage) => description.push_str(&format!(", {} verified", usage.as_str())),
+            None if *policy == TlsPolicy::Encrypted => description.push_str(", not authenticated (unusable TLSA)"),
             None if policy.requires_tls() => description.push_str(", verified"),
             None => {}
         }

@@ -237,6 +237,11 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
     let (anchored, anchored_address) = Capture::start(Some(ca.server("ta.example"))).await;
     let (misnamed, misnamed_address) = Capture::start(Some(ca.server("khac.example"))).await;
     let dane_ta = Zone { tlsa_kind: (2, 0, 1), ..secure(Some(ca_sha256)) };
+    // PKIX-EE (1 1 1): secure, but unusable for SMTP (RFC 7672 3.1.3).
+    let unusable = Zone { tlsa_kind: (1, 1, 1), ..secure(Some(vec![7; 32])) };
+    let (unusable_clear, unusable_clear_address) = Capture::start(None).await;
+    let (unusable_tls, _) = next_hop_tls("bat-ky.example");
+    let (unusable_encrypted, unusable_encrypted_address) = Capture::start(Some(unusable_tls)).await;
     let zones = HashMap::from([
         ("khop.example".to_owned(), secure(Some(good_key))),
         ("sai.example".to_owned(), secure(Some(other_key.clone()))),
@@ -250,6 +255,8 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
         ("gia.example".to_owned(), secure(Some(copied_key))),
         ("ta.example".to_owned(), dane_ta.clone()),
         ("tasai.example".to_owned(), dane_ta),
+        ("khongdung.example".to_owned(), unusable.clone()),
+        ("macoa.example".to_owned(), unusable),
     ]);
     let relay = relay(
         &[
@@ -263,6 +270,8 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
             ("gia.example", impostor_address),
             ("ta.example", anchored_address),
             ("tasai.example", misnamed_address),
+            ("khongdung.example", unusable_clear_address),
+            ("macoa.example", unusable_encrypted_address),
         ],
         zones,
     )
@@ -364,5 +373,31 @@ async fn dane_authenticates_defers_and_ignores_insecure_answers() {
     );
     assert!(no_mail_command(&misnamed) && misnamed.transactions().is_empty(), "{:?}", misnamed.commands());
     clear_queue(&relay.service).await;
+
+    // (8) Secure TLSA records, none usable: TLS is still required (RFC 7672 2.2), without
+    // authentication. A next hop without STARTTLS is deferred, never sent in clear...
+    send(relay.ports.mx, "k@khongdung.example").await;
+    assert!(deferred_with(&relay.service, "STARTTLS").await, "{}", last_error(&relay.service).await);
+    assert!(unusable_clear.connections.load(Ordering::SeqCst) >= 1);
+    assert!(
+        no_mail_command(&unusable_clear) && unusable_clear.transactions().is_empty(),
+        "{:?}",
+        unusable_clear.commands()
+    );
+    clear_queue(&relay.service).await;
+    // ...and one with STARTTLS gets the message, whatever its certificate.
+    send(relay.ports.mx, "l@macoa.example").await;
+    assert!(
+        wait_until(Duration::from_secs(15), || unusable_encrypted.transactions().len() == 1).await,
+        "{:?} {}",
+        unusable_encrypted.commands(),
+        last_error(&relay.service).await
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || !attempts(&state, "l@macoa.example").is_empty()).await,
+        "no audit line"
+    );
+    let line = &attempts(&state, "l@macoa.example")[0];
+    assert!(line["remote"].as_str().unwrap().contains("not authenticated (unusable TLSA)"), "{line:?}");
     relay.service.shutdown().await;
 }

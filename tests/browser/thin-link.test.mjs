@@ -178,7 +178,7 @@ after(async () => {
 
 const statsOf = async (page, id) => (await page.evaluate(() => window.lienthong.receiveStats()))[id] || { framesDecoded: 0, frameWidth: 0 };
 
-test('a receiver behind a 300 kbit/s link with 5% loss decodes the lowest layer while an open link gets a high one', { skip: !isRoot && 'needs root for network namespaces' }, async () => {
+test('a receiver behind a 300 kbit/s link with 5% loss decodes the lowest layer while an open link gets a high one, and its layer follows the link when it widens and narrows mid-call', { skip: !isRoot && 'needs root for network namespaces' }, async () => {
   const y4m = join(workDir, 'camera-720p.y4m');
   run('ffmpeg', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=15', '-t', '2', '-pix_fmt', 'yuv420p', y4m);
   const hd = await launch(browserPath, [`--use-file-for-fake-video-capture=${y4m}`]);
@@ -218,4 +218,22 @@ test('a receiver behind a 300 kbit/s link with 5% loss decodes the lowest layer 
   }
   console.log(`thin link: ${low.frameWidth}px, ${previous - settled.framesDecoded} frames in 10 s, new frames in ${advancing}/10 s; open link: ${high.frameWidth}px`);
   assert.ok(advancing >= 3, `the thin link's video froze (${advancing}/10 seconds with new frames)`);
+
+  // The district's link widens mid-call (20 Mbit/s, no loss): its layer goes up by itself...
+  inNs(ns.router, 'tc', 'qdisc', 'change', 'dev', `${tag}rc`, 'root', 'tbf', 'rate', '20mbit', 'burst', '64kb', 'latency', '200ms');
+  inNs(ns.router, 'iptables', '-D', 'FORWARD', '-o', `${tag}rc`, '-m', 'statistic', '--mode', 'random', '--probability', '0.05', '-j', 'DROP');
+  const widened = Date.now();
+  const up = await waitFor('the widened link to move up from the lowest layer', async () => {
+    const current = await statsOf(thin, publisherId);
+    return current.frameWidth > 320 && current;
+  }, 90000, 1000);
+  // ...and when it narrows again to 300 kbit/s with 5% loss, back down to the lowest.
+  inNs(ns.router, 'tc', 'qdisc', 'change', 'dev', `${tag}rc`, 'root', 'tbf', 'rate', '300kbit', 'burst', '6kb', 'latency', '200ms');
+  inNs(ns.router, 'iptables', '-A', 'FORWARD', '-o', `${tag}rc`, '-m', 'statistic', '--mode', 'random', '--probability', '0.05', '-j', 'DROP');
+  const narrowed = Date.now();
+  const down = await waitFor('the narrowed link to fall back to the lowest layer', async () => {
+    const current = await statsOf(thin, publisherId);
+    return current.frameWidth > 0 && current.frameWidth <= 320 && current;
+  }, 60000, 1000);
+  console.log(`link change: up to ${up.frameWidth}px ${((narrowed - widened) / 1000).toFixed(0)} s after widening, down to ${down.frameWidth}px ${((Date.now() - narrowed) / 1000).toFixed(0)} s after narrowing`);
 });

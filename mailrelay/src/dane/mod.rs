@@ -7,8 +7,8 @@
 //!    not vouch for it, DANE does not apply to the domain (RFC 7672 2.2.1);
 //! 2. per MX host (at most [`MAX_HOSTS`]), its address RRset must be secure too (2.2.2),
 //!    then `_25._tcp.HOST` TLSA is asked for (2.2.3): secure usable records make the host a
-//!    DANE host; an authenticated denial, an insecure answer or only unusable records leave
-//!    it to the other policies; any other failure (SERVFAIL, which a validating resolver
+//!    DANE host; only unusable records require TLS without authentication; an
+//!    authenticated denial or an insecure answer leave it to the other policies; any other failure (SERVFAIL, which a validating resolver
 //!    also answers for bogus data, a timeout) makes the host unusable for now.
 //!
 //! What to do with these findings is decided in `delivery::secure`, without I/O.
@@ -35,7 +35,8 @@ pub enum HostDane {
     /// DANE does not apply: an insecure MX, address or TLSA answer, or secure proof that the
     /// host has no TLSA records.
     NotApplicable,
-    /// Secure TLSA records, none usable for SMTP (RFC 7672 3.1.3): as if there were none.
+    /// Secure TLSA records, none usable for SMTP (RFC 7672 3.1.3): TLS is still required,
+    /// without authentication (RFC 7672 2.2).
     Unusable,
     /// Secure, usable TLSA records: the host must be authenticated with them.
     Records(TlsaSet),

@@ -78,9 +78,14 @@ pub fn plan(domain: &str, exchangers: Vec<Exchanger>, policy: Option<&Policy>, d
                 }
                 TlsPolicy::Required
             }
-            HostDane::NotApplicable | HostDane::Unusable => match enforce {
+            finding @ (HostDane::NotApplicable | HostDane::Unusable) => match enforce {
                 Some(policy) if !policy.allows(&exchanger.host) => continue,
                 Some(_) => TlsPolicy::Required,
+                // Secure TLSA records, none usable: TLS is still required, unauthenticated
+                // (RFC 7672 2.2), unless the operator asks for more.
+                None if *finding == HostDane::Unusable && operator_tls == TlsPolicy::Opportunistic => {
+                    TlsPolicy::Encrypted
+                }
                 None => operator_tls.clone(),
             },
         };
@@ -226,11 +231,13 @@ mod tests {
     }
 
     #[test]
-    fn unusable_or_absent_tlsa_leaves_the_host_to_the_other_policies() {
-        for finding in [HostDane::Unusable, HostDane::NotApplicable] {
+    fn unusable_tlsa_still_requires_tls_and_absent_tlsa_leaves_the_host_to_the_other_policies() {
+        for (finding, alone) in
+            [(HostDane::Unusable, TlsPolicy::Encrypted), (HostDane::NotApplicable, TlsPolicy::Opportunistic)]
+        {
             let dane = secure(&[("mx1.example.vn", finding.clone()), ("evil.attacker.example", finding.clone())]);
             let planned = plan("example.vn", both(), None, &dane, PLAIN);
-            assert!(hosts_and_tls(&planned).iter().all(|(_, tls)| **tls == TlsPolicy::Opportunistic), "{finding:?}");
+            assert!(hosts_and_tls(&planned).iter().all(|(_, tls)| **tls == alone), "{finding:?}");
             let planned = plan("example.vn", both(), Some(&policy("enforce")), &dane, PLAIN);
             assert_eq!(hosts_and_tls(&planned), [("mx1.example.vn", &TlsPolicy::Required)], "{finding:?}");
         }
