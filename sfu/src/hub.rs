@@ -1,21 +1,15 @@
-//! The hub: the thin driver around the sans-IO [`Conference`]. It owns the media port (it
-//! reads and writes the UDP sockets itself, a batch per system call), the channel from the
-//! signaling connections and one outbound queue per browser, feeds the core with inputs and
-//! `Instant::now()`, and carries out what the core returns.
+//! The hub: the thin driver around the sans-IO [`Conference`]. It owns the media port (its
+//! reader tasks queue what arrives; the hub sends a batch per system call), the channel from
+//! the signaling connections and one outbound queue per browser, feeds the core with inputs
+//! and `Instant::now()`, and carries out what the core returns.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::task::Poll;
 use std::time::Instant;
 
 use lienthong_config::Room as RoomConfig;
-use str0m::net::Protocol;
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::batch;
 use crate::conference::{Command, Conference, Input, MediaSettings, Output, Signal};
 use crate::net::{Datagram, MediaPort};
 use crate::protocol::{ParticipantId, ServerMessage};
@@ -24,10 +18,8 @@ use crate::status::RoomStatus;
 
 /// Messages queued for one browser before we consider it gone.
 pub(crate) const OUTBOUND_QUEUE: usize = 256;
-/// ICE-TCP frames taken from their queue before the sessions are polled.
-const DATAGRAM_BATCH: usize = 64;
-/// `recvmmsg` calls per wake-up before the sessions are polled (up to 4 × 32 datagrams).
-const RECEIVE_ROUNDS: usize = 4;
+/// Datagrams taken from the port's queue before the sessions are polled.
+const DATAGRAM_BATCH: usize = 128;
 
 /// From the signaling side to the hub: the core's own [`Command`]s, and for a new
 /// connection also the queue of what the hub sends it.
@@ -71,8 +63,6 @@ impl Hub {
 
     /// Runs until the command channel closes or a shutdown command arrives.
     pub async fn run(mut self, mut commands: mpsc::Receiver<HubCommand>, mut datagrams: mpsc::Receiver<Datagram>) {
-        let sockets = self.port.udp_sockets();
-        let mut receiver = batch::Receiver::new();
         loop {
             let deadline = self.flush();
             tokio::select! {
@@ -80,10 +70,6 @@ impl Hub {
                     Some(HubCommand::Core(Command::Shutdown)) | None => break,
                     Some(command) => self.command(command),
                 },
-                index = readable(&sockets) => {
-                    let (socket, local) = &sockets[index];
-                    self.receive_udp(socket, *local, &mut receiver);
-                }
                 Some(datagram) = datagrams.recv() => {
                     self.conference.handle_input(Instant::now(), Input::Datagram(datagram));
                     // Take what else arrived before polling the sessions.
@@ -118,33 +104,6 @@ impl Hub {
             }
         };
         self.conference.handle_input(Instant::now(), Input::Command(command));
-    }
-
-    /// Feeds what is queued on one UDP socket to the core, a batch per system call.
-    fn receive_udp(&mut self, socket: &UdpSocket, local: SocketAddr, receiver: &mut batch::Receiver) {
-        for _ in 0..RECEIVE_ROUNDS {
-            match socket.try_io(Interest::READABLE, || receiver.receive(socket)) {
-                Ok(count) => {
-                    let now = Instant::now();
-                    for index in 0..count {
-                        let (data, source) = receiver.datagram(index);
-                        let Some(source) = source else { continue };
-                        let datagram =
-                            Datagram { proto: Protocol::Udp, source, destination: local, data: data.to_vec() };
-                        self.conference.handle_input(now, Input::Datagram(datagram));
-                    }
-                    if count < batch::BATCH {
-                        return;
-                    }
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return,
-                // ICMP port unreachable from a departed browser shows up here on Linux.
-                Err(error) => {
-                    tracing::trace!(%error, "media receive error");
-                    return;
-                }
-            }
-        }
     }
 
     /// Carries out everything the core has to do now; returns when it next wants time.
@@ -189,18 +148,4 @@ impl Hub {
             self.connections.remove(&id);
         }
     }
-}
-
-/// Waits until one of the UDP sockets has something to read; returns its index. Never
-/// returns without sockets.
-async fn readable(sockets: &[(Arc<UdpSocket>, SocketAddr)]) -> usize {
-    std::future::poll_fn(|context| {
-        for (index, (socket, _)) in sockets.iter().enumerate() {
-            if socket.poll_recv_ready(context).is_ready() {
-                return Poll::Ready(index);
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }

@@ -1,7 +1,9 @@
 //! The media port: one UDP socket per host address, and ICE-TCP (RFC 6544, passive, framed
-//! as in RFC 4571) on the same port number. The hub reads and writes the UDP sockets itself,
-//! in batches ([`crate::batch`]); ICE-TCP reader tasks hand frames to the hub over a bounded
-//! channel.
+//! as in RFC 4571) on the same port number. A reader task per UDP socket takes datagrams a
+//! batch per `recvmmsg` ([`crate::batch`]) and hands them to the hub over a bounded channel,
+//! as ICE-TCP reader tasks do with their frames: while the hub is busy, the channel holds
+//! thousands of datagrams where the socket's buffer holds a few hundred. The hub sends, a
+//! batch per `sendmmsg`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -67,7 +69,9 @@ impl MediaPort {
         for address in addresses {
             let socket = UdpSocket::bind(address).await.map_err(|source| Error::Bind { address: *address, source })?;
             let local = socket.local_addr().map_err(|source| Error::Bind { address: *address, source })?;
-            port.udp.push(UdpEndpoint { socket: Arc::new(socket), local, outgoing: batch::Sender::new() });
+            let socket = Arc::new(socket);
+            port.tasks.push(tokio::spawn(read_udp(socket.clone(), local, inbound.clone())));
+            port.udp.push(UdpEndpoint { socket, local, outgoing: batch::Sender::new() });
             port.local_addresses.push(local);
             if !ice_tcp {
                 continue;
@@ -80,11 +84,6 @@ impl MediaPort {
             port.tasks.push(tokio::spawn(accept_tcp(listener, local, inbound.clone(), port.tcp.clone(), slots)));
         }
         Ok(port)
-    }
-
-    /// The UDP sockets, with their local addresses, for the hub to read.
-    pub fn udp_sockets(&self) -> Vec<(Arc<UdpSocket>, SocketAddr)> {
-        self.udp.iter().map(|endpoint| (endpoint.socket.clone(), endpoint.local)).collect()
     }
 
     /// Sends one packet: UDP is queued and goes out with the next [`MediaPort::flush`] (or
@@ -120,6 +119,32 @@ impl MediaPort {
         }
         if let Ok(mut map) = self.tcp.lock() {
             map.clear();
+        }
+    }
+}
+
+/// Reads one UDP socket, a batch per system call, into the hub's queue.
+async fn read_udp(socket: Arc<UdpSocket>, local: SocketAddr, inbound: mpsc::Sender<Datagram>) {
+    let mut receiver = batch::Receiver::new();
+    loop {
+        if socket.readable().await.is_err() {
+            return;
+        }
+        match socket.try_io(tokio::io::Interest::READABLE, || receiver.receive(&*socket)) {
+            Ok(count) => {
+                for index in 0..count {
+                    let (data, source) = receiver.datagram(index);
+                    let Some(source) = source else { continue };
+                    let datagram = Datagram { proto: Protocol::Udp, source, destination: local, data: data.to_vec() };
+                    // A full queue means the hub is behind: drop, as the kernel would.
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = inbound.try_send(datagram) {
+                        return;
+                    }
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            // ICMP port unreachable from a departed browser shows up here on Linux.
+            Err(error) => tracing::trace!(%error, "media receive error"),
         }
     }
 }
