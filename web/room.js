@@ -608,15 +608,20 @@ async function receiveStats() {
   const result = {};
   for (const { participant, kind, receiver } of state.receivers) {
     if (!state.participants.has(participant)) continue;
-    const entry = result[participant] || (result[participant] = { framesDecoded: 0, audioBytesReceived: 0, screenFramesDecoded: 0, frameWidth: 0, packetsReceived: 0, packetsLost: 0 });
+    const entry = result[participant] || (result[participant] = { framesDecoded: 0, audioBytesReceived: 0, screenFramesDecoded: 0, frameWidth: 0, packetsReceived: 0, packetsLost: 0, freezeCount: 0, totalFreezesDuration: 0, concealedSamples: 0, totalSamplesReceived: 0 });
     const report = await receiver.getStats();
     report.forEach((stats) => {
       if (stats.type !== 'inbound-rtp') return;
       entry.packetsReceived += stats.packetsReceived || 0;
       entry.packetsLost += stats.packetsLost || 0;
-      if (kind === 'audio') entry.audioBytesReceived += stats.bytesReceived || 0;
-      else if (kind === 'video') {
+      if (kind === 'audio') {
+        entry.audioBytesReceived += stats.bytesReceived || 0;
+        entry.concealedSamples += stats.concealedSamples || 0;
+        entry.totalSamplesReceived += stats.totalSamplesReceived || 0;
+      } else if (kind === 'video') {
         entry.framesDecoded += stats.framesDecoded || 0;
+        entry.freezeCount += stats.freezeCount || 0;
+        entry.totalFreezesDuration += stats.totalFreezesDuration || 0;
         entry.frameWidth = Math.max(entry.frameWidth, stats.frameWidth || 0);
         const codec = stats.codecId && report.get(stats.codecId);
         if (codec && codec.mimeType && (stats.framesDecoded || 0) > 0) entry.videoCodec = codec.mimeType;

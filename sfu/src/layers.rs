@@ -246,6 +246,17 @@ impl LinkHealth {
             && self.reports.back().is_some_and(|last| now.saturating_duration_since(last.at) <= REPORT_MAX_AGE)
     }
 
+    /// Whether the receiver's recent reports (up to the last five seconds) lose packets on
+    /// average at [`CONGESTED_LOSS`] or more. On such a link a rising estimate is not
+    /// followed (libwebrtc's loss-based rule: between 2% and 10% loss, hold the rate): probes
+    /// through a policer's burst allowance or a shallow queue read far above what the link
+    /// carries, and every layer chosen on them is lost in the bottleneck.
+    pub fn lossy(&self, now: Instant) -> bool {
+        let fresh = self.reports.back().is_some_and(|last| now.saturating_duration_since(last.at) <= REPORT_MAX_AGE);
+        let measured: Vec<f32> = self.reports.iter().map(|report| report.loss).filter(|loss| *loss < 1.0).collect();
+        fresh && !measured.is_empty() && measured.iter().sum::<f32>() >= CONGESTED_LOSS * measured.len() as f32
+    }
+
     /// Tells whether the last allocation was held up by the floor.
     pub fn set_floored(&mut self, now: Instant, floored: bool) {
         match (floored, self.floored_since) {
@@ -455,6 +466,35 @@ mod tests {
             }
             assert!(quiet_seconds > 0, "the generator never made a quiet second: the test proves nothing");
         }
+    }
+
+    #[test]
+    fn a_line_losing_five_percent_holds_its_rate_and_a_clean_one_does_not() {
+        // Ten minutes at 60 packets a second: 5% random loss reads as lossy nearly always
+        // (the mean of five seconds), no loss never; a stale report says nothing.
+        let start = Instant::now();
+        for (percent, lossy_at_least, lossy_at_most) in [(5u64, 570, 600), (0, 0, 0)] {
+            let mut link = LinkHealth::default();
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            let mut lossy = 0;
+            for at in 0..600 {
+                let mut lost = 0;
+                for _ in 0..60 {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    lost += u32::from(state % 100 < percent);
+                }
+                link.record(start + second(at), Some(lost as f32 / 60.0), Some(Duration::from_millis(70)));
+                lossy += u32::from(link.lossy(start + second(at)));
+            }
+            assert!((lossy_at_least..=lossy_at_most).contains(&lossy), "{percent}% loss: lossy in {lossy} of 600 s");
+            assert!(!link.lossy(start + second(610)), "a stale report still holds the rate");
+        }
+        // Seconds with nothing acknowledged carry no loss figure: they do not count.
+        let mut link = LinkHealth::default();
+        link.record(start, None, None);
+        assert!(!link.lossy(start));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 // End-to-end on a thin, lossy district link: a publisher with a 1280x720 camera (a y4m file
 // made with ffmpeg), a receiver on an open link and a receiver whose Chromium runs in its own
 // network namespace behind a router namespace that shapes the download to 300 kbit/s with
-// `tc tbf` and drops 5% of it with iptables `statistic --mode random` (this kernel has no
-// sch_netem). The shaping is on the router, never on the SFU's own interface.
+// `tc tbf`, drops 5% of it with iptables `statistic --mode random` and delays it by 40 ms
+// through NFQUEUE (`delay-queue.py`; this kernel has no sch_netem). The shaping is on the
+// router, never on the SFU's own interface.
 //
 // Needs root (network namespaces); CI runs as root. Run: tests/browser/run.sh.
 
@@ -26,6 +27,7 @@ const PIN = '246810';
 
 let workDir;
 let server;
+let delayQueue;
 let serverLog = '';
 let baseUrl;
 const browsers = [];
@@ -55,12 +57,30 @@ function setUpNetwork() {
   inNs(ns.client, 'ip', 'link', 'set', `${tag}cl`, 'up');
   inNs(ns.client, 'ip', 'link', 'set', 'lo', 'up');
   inNs(ns.client, 'ip', 'route', 'add', 'default', 'via', '10.77.1.1');
-  // 300 kbit/s towards the district, 5% of it lost.
+  // 300 kbit/s towards the district, 5% of it lost, 40 ms late. The drop rule stays first:
+  // a packet NFQUEUE accepts leaves the chain.
   inNs(ns.router, 'tc', 'qdisc', 'add', 'dev', `${tag}rc`, 'root', 'tbf', 'rate', '300kbit', 'burst', '6kb', 'latency', '200ms');
-  inNs(ns.router, 'iptables', '-A', 'FORWARD', '-o', `${tag}rc`, '-m', 'statistic', '--mode', 'random', '--probability', '0.05', '-j', 'DROP');
+  inNs(ns.router, 'iptables', '-A', 'FORWARD', '-o', `${tag}rc`, '-j', 'NFQUEUE', '--queue-num', '7');
+  setLoss(true);
+}
+
+const LOSS_RULE = ['FORWARD', '-o', `${tag}rc`, '-m', 'statistic', '--mode', 'random', '--probability', '0.05', '-j', 'DROP'];
+const setLoss = (on) => (on ? inNs(ns.router, 'iptables', '-I', ...LOSS_RULE.slice(0, 1), '1', ...LOSS_RULE.slice(1)) : inNs(ns.router, 'iptables', '-D', ...LOSS_RULE));
+
+// Holds every packet towards the district 40 ms (tests/browser/delay-queue.py), and proves it
+// does before the test relies on it: the kernel's queue is bound once it prints "ready".
+async function startDelay() {
+  delayQueue = spawn('ip', ['netns', 'exec', ns.router, 'python3', join(here, 'delay-queue.py'), '7', '40'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  delayQueue.stderr.on('data', (chunk) => { output += chunk; });
+  await new Promise((ready, fail) => {
+    delayQueue.stdout.on('data', (chunk) => { if (String(chunk).includes('ready')) ready(); });
+    delayQueue.once('exit', (code) => fail(new Error(`delay-queue.py exited with ${code}: ${output}`)));
+  });
 }
 
 function tearDownNetwork() {
+  if (delayQueue && delayQueue.exitCode === null) delayQueue.kill('SIGTERM');
   for (const name of Object.values(ns)) {
     try { run('ip', 'netns', 'del', name); } catch { /* not created */ }
   }
@@ -127,6 +147,7 @@ before(async () => {
   workDir = mkdtempSync(join(tmpdir(), 'lienthong-thin-link-'));
   tearDownNetwork();
   setUpNetwork();
+  await startDelay();
   const config = `
 [server]
 hostname = "hub.ninhthuan.gov.vn"
@@ -186,6 +207,11 @@ test('a receiver behind a 300 kbit/s link with 5% loss decodes the lowest layer 
   const publisherId = await publisher.evaluate(() => window.lienthong.state.me);
 
   const open = await joinAs(await launch(browserPath), 'Đường truyền tốt', 'Huyện A');
+  // The open site only watches (camera and microphone off): the district's link is measured
+  // on the province's camera and voice alone. (Which camera a link that fits one gets, when
+  // several sites speak, is the layer selection's, tested in sfu/src/conference/tests.rs.)
+  await open.click('#toggle-camera');
+  await open.click('#toggle-microphone');
   // Chromium inside the district's namespace: a wrapper runs it there.
   const wrapper = join(workDir, 'chromium-in-district');
   writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns.client} ${browserPath} "$@"\n`);
@@ -200,28 +226,65 @@ test('a receiver behind a 300 kbit/s link with 5% loss decodes the lowest layer 
     const current = await statsOf(thin, publisherId);
     return current.framesDecoded > 0 && current.frameWidth > 0 && current.frameWidth <= 320 && current;
   }, 60000);
-  // After the first 10 s (BWE settling), it keeps decoding: over 10 s, frames arrive in at
-  // least 3 of the 1-second samples. (The issue's bar is no freeze over 1 s, which is not met
-  // reliably yet: on a loaded 2-core machine keyframes lost in the 300 kbit/s queue still
-  // freeze it for seconds, 5 of 10 seconds advancing in the worst run seen. Before simulcast
-  // it decoded nothing at all. The test prints the figures of every run.)
+  // The district's round trip carries the router's 40 ms (Chromium's own measure of it).
+  const rtt = await waitFor('the thin link\'s round trip to show the 40 ms delay', async () => {
+    const seconds = await thin.evaluate(async () => {
+      let best = 0;
+      (await window.lienthong.state.pc.getStats()).forEach((stats) => {
+        if (stats.type === 'candidate-pair' && stats.nominated && stats.currentRoundTripTime) best = stats.currentRoundTripTime;
+      });
+      return best;
+    });
+    return seconds >= 0.04 && seconds;
+  }, 20000);
+
+  // After the first 10 s (BWE settling), no freeze longer than 1 s: the page samples the
+  // frames decoded every 100 ms for 20 s, and the longest stretch between two samples that saw
+  // new frames is the longest freeze (to within the 100 ms sampling). Audio stays clear: the
+  // share of concealed samples (Opus loss concealment) over the same 20 s.
   await new Promise((done) => setTimeout(done, 10000));
-  const settled = await statsOf(thin, publisherId);
-  let previous = settled.framesDecoded;
-  let advancing = 0;
-  for (let second = 0; second < 10; second += 1) {
-    await new Promise((done) => setTimeout(done, 1000));
-    const current = await statsOf(thin, publisherId);
-    if (current.framesDecoded > previous) advancing += 1;
-    previous = current.framesDecoded;
-    assert.ok(current.frameWidth <= 320, `the thin link got a ${current.frameWidth}px layer`);
-  }
-  console.log(`thin link: ${low.frameWidth}px, ${previous - settled.framesDecoded} frames in 10 s, new frames in ${advancing}/10 s; open link: ${high.frameWidth}px`);
-  assert.ok(advancing >= 3, `the thin link's video froze (${advancing}/10 seconds with new frames)`);
+  const window20 = await thin.evaluate(async (id) => {
+    const sample = async () => (await window.lienthong.receiveStats())[id] || { framesDecoded: 0, frameWidth: 0, concealedSamples: 0, totalSamplesReceived: 0, freezeCount: 0, totalFreezesDuration: 0 };
+    const first = await sample();
+    const startedAt = performance.now();
+    let lastNewFrame = startedAt;
+    let previous = first.framesDecoded;
+    let longestGapMs = 0;
+    let widest = first.frameWidth;
+    let last = first;
+    while (performance.now() - startedAt < 20000) {
+      await new Promise((done) => setTimeout(done, 100));
+      last = await sample();
+      const now = performance.now();
+      widest = Math.max(widest, last.frameWidth);
+      if (last.framesDecoded > previous) {
+        longestGapMs = Math.max(longestGapMs, now - lastNewFrame);
+        lastNewFrame = now;
+        previous = last.framesDecoded;
+      }
+    }
+    longestGapMs = Math.max(longestGapMs, performance.now() - lastNewFrame);
+    const samples = last.totalSamplesReceived - first.totalSamplesReceived;
+    return {
+      frames: last.framesDecoded - first.framesDecoded,
+      longestGapMs: Math.round(longestGapMs),
+      widest,
+      freezes: last.freezeCount - first.freezeCount,
+      freezeSeconds: +(last.totalFreezesDuration - first.totalFreezesDuration).toFixed(2),
+      concealedShare: samples > 0 ? (last.concealedSamples - first.concealedSamples) / samples : 1,
+      packets: last.packetsReceived - first.packetsReceived,
+      audioOnly: window.lienthong.state.audioOnly,
+    };
+  }, publisherId);
+  console.log(`thin link (300 kbit/s, 5% loss, 40 ms, rtt ${(rtt * 1000).toFixed(0)} ms): ${low.frameWidth}px, ${window20.frames} frames in 20 s, longest gap ${window20.longestGapMs} ms, Chromium freezes ${window20.freezes} (${window20.freezeSeconds} s), audio concealed ${(window20.concealedShare * 100).toFixed(1)}%, ${window20.packets} packets from the camera's site${window20.audioOnly ? ', in audio-only mode' : ''}; open link: ${high.frameWidth}px`);
+  assert.ok(window20.widest <= 320, `the thin link got a ${window20.widest}px layer`);
+  assert.ok(window20.frames >= 40, `the thin link decoded only ${window20.frames} frames in 20 s`);
+  assert.ok(window20.longestGapMs <= 1100, `the thin link's video froze for ${window20.longestGapMs} ms`);
+  assert.ok(window20.concealedShare < 0.1, `${(window20.concealedShare * 100).toFixed(1)}% of the thin link's audio was concealed`);
 
   // The district's link widens mid-call (20 Mbit/s, no loss): its layer goes up by itself...
   inNs(ns.router, 'tc', 'qdisc', 'change', 'dev', `${tag}rc`, 'root', 'tbf', 'rate', '20mbit', 'burst', '64kb', 'latency', '200ms');
-  inNs(ns.router, 'iptables', '-D', 'FORWARD', '-o', `${tag}rc`, '-m', 'statistic', '--mode', 'random', '--probability', '0.05', '-j', 'DROP');
+  setLoss(false);
   const widened = Date.now();
   const up = await waitFor('the widened link to move up from the lowest layer', async () => {
     const current = await statsOf(thin, publisherId);
@@ -229,7 +292,7 @@ test('a receiver behind a 300 kbit/s link with 5% loss decodes the lowest layer 
   }, 90000, 1000);
   // ...and when it narrows again to 300 kbit/s with 5% loss, back down to the lowest.
   inNs(ns.router, 'tc', 'qdisc', 'change', 'dev', `${tag}rc`, 'root', 'tbf', 'rate', '300kbit', 'burst', '6kb', 'latency', '200ms');
-  inNs(ns.router, 'iptables', '-A', 'FORWARD', '-o', `${tag}rc`, '-m', 'statistic', '--mode', 'random', '--probability', '0.05', '-j', 'DROP');
+  setLoss(true);
   const narrowed = Date.now();
   const down = await waitFor('the narrowed link to fall back to the lowest layer', async () => {
     const current = await statsOf(thin, publisherId);

@@ -159,6 +159,8 @@ impl Peer {
         // after probes, and a layer chosen on an overshoot only floods a thin link.
         let estimate = self.estimate.unwrap_or(initial_estimate);
         let smoothed = match self.budget_estimate {
+            // A link that loses packets holds its rate: see `LinkHealth::lossy`.
+            Some(previous) if estimate > previous && self.link.lossy(now) => previous,
             // At most 8% a round (500 ms): doubling takes about five seconds.
             Some(previous) if estimate > previous => estimate.min(previous + previous.max(50_000) * 8 / 100),
             _ => estimate,
