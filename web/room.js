@@ -211,8 +211,28 @@ function welcome(message) {
   render();
 }
 
-// Pauses the camera layers nobody receives, and resumes them when someone does.
-async function applyCameraLayers() {
+// Pauses the camera layers nobody receives, and resumes them when someone does. One change
+// at a time: a `layers` message arriving while the browser still applies the one before
+// would read stale parameters, and Chromium refuses them (the camera then stayed paused
+// for good). What arrived meanwhile is applied after, and every two seconds the page checks
+// its encodings still match the last message (a refused change is tried again).
+let applyingLayers = null;
+let layersAgain = false;
+function applyCameraLayers() {
+  if (applyingLayers) {
+    layersAgain = true;
+    return applyingLayers;
+  }
+  applyingLayers = (async () => {
+    do {
+      layersAgain = false;
+      await applyCameraLayersOnce();
+    } while (layersAgain);
+  })().finally(() => { applyingLayers = null; });
+  return applyingLayers;
+}
+
+async function applyCameraLayersOnce() {
   const transceiver = state.cameraTransceiver;
   if (!transceiver || !state.activeLayers) return;
   const parameters = transceiver.sender.getParameters();
@@ -225,6 +245,7 @@ async function applyCameraLayers() {
   if (!changed) return;
   try { await transceiver.sender.setParameters(parameters); } catch (error) { console.warn('setParameters', error); }
 }
+setInterval(() => { applyCameraLayers(); }, 2000);
 
 // The server's estimate of our link cannot carry even the lowest video layer: it sends us
 // audio only until the link recovers, and we say so.

@@ -399,8 +399,10 @@ test('the chair stops a participant\'s camera and the others show its site inste
   assert.equal(after[ids.b].framesDecoded, before[ids.b].framesDecoded, 'B\'s video still reaches A');
   assert.ok(after[ids.b].audioBytesReceived > before[ids.b].audioBytesReceived, 'B\'s audio stopped too');
   // B turns its camera back on by itself.
+  const clicked = Date.now();
   await pages.b.click('#toggle-camera');
-  await waitFor('B\'s video to reach A again', async () => (await stats(pages.a))[ids.b].framesDecoded > after[ids.b].framesDecoded);
+  await waitFor('B\'s video to reach A again', async () => (await stats(pages.a))[ids.b].framesDecoded > after[ids.b].framesDecoded, 30000, 100);
+  console.log(`B's camera back on A's page ${Date.now() - clicked} ms after B switched it on`);
 });
 
 test('the page switches to English and back', async () => {

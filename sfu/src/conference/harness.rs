@@ -89,9 +89,6 @@ pub struct Meeting {
     /// Drops every n-th media-sized datagram to and from these browser addresses.
     pub lossy: Vec<(SocketAddr, u64)>,
     pub datagrams_seen: u64,
-    /// Times the core asked to be woken again within a millisecond (what the hub's driver
-    /// turns into a wake-up of at least a millisecond each).
-    pub prompt_wakeups: u64,
     /// The latest operator listing.
     pub status: Vec<crate::status::RoomStatus>,
 }
@@ -115,7 +112,6 @@ impl Meeting {
             next_id: 1,
             lossy: Vec::new(),
             datagrams_seen: 0,
-            prompt_wakeups: 0,
             status: Vec::new(),
         }
     }
@@ -203,9 +199,6 @@ impl Meeting {
                 return true;
             }
             let due = self.pump();
-            if due <= self.now + Duration::from_millis(1) {
-                self.prompt_wakeups += 1;
-            }
             let next = self.browsers_due().map_or(due, |at| at.min(due));
             self.now = next.max(self.now + Duration::from_millis(1)).min(end);
             for browser in &mut self.browsers {

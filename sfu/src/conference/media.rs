@@ -1,7 +1,7 @@
 //! The media half of the core: SDP exchange, demultiplexing datagrams to sessions, polling
 //! the sessions and forwarding what they produce within their room.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use lienthong_config::VideoCodec;
 use str0m::media::KeyframeRequestKind;
@@ -17,13 +17,6 @@ use crate::room::MediaSource;
 
 /// Rounds of poll-and-forward per drive; each round can only create work for the next.
 const MAX_ROUNDS: usize = 8;
-/// str0m's pacer releases one packet per timeout and asks for the next one a microsecond
-/// later (its clock must move between packets). Deadlines this close are taken at once,
-/// at their own time, instead of costing the hub a wake-up each (it sleeps at least 1 ms):
-/// otherwise every session could send at most one paced packet per millisecond.
-const PACER_STEP: Duration = Duration::from_micros(50);
-/// Pacer steps taken per session per drive; the rest waits for the next wake-up.
-const MAX_PACER_STEPS: usize = 256;
 
 impl Conference {
     pub(super) fn handle_offer(&mut self, now: Instant, id: ParticipantId, sdp: &str, screen_mid: Option<String>) {
@@ -149,16 +142,7 @@ impl Conference {
                     peer.handle_input(RtcInput::Timeout(now));
                 }
                 let mut events = Vec::new();
-                let mut transmit = |packet| outputs.push_back(Output::Transmit(packet));
-                let mut next = peer.poll(now, &mut transmit, &mut events);
-                for _ in 0..MAX_PACER_STEPS {
-                    if next > now + PACER_STEP {
-                        break;
-                    }
-                    let at = next.max(now);
-                    peer.handle_input(RtcInput::Timeout(at));
-                    next = peer.poll(at, &mut transmit, &mut events);
-                }
+                let next = peer.poll(now, &mut |packet| outputs.push_back(Output::Transmit(packet)), &mut events);
                 member.due = Some(next);
                 produced.extend(events.into_iter().map(|event| (*id, event)));
             }
