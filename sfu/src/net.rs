@@ -57,6 +57,30 @@ pub(crate) struct MediaPort {
     pub tasks: Vec<JoinHandle<()>>,
 }
 
+/// Binds UDP on `address` and, with `ice_tcp`, TCP on the same port number. When the address
+/// asks for port 0, the port UDP got may already be taken for TCP by someone else (another
+/// program's outgoing connections): then it tries another port. A fixed port is never changed.
+async fn bind_pair(address: SocketAddr, ice_tcp: bool) -> Result<(UdpSocket, SocketAddr, Option<TcpListener>), Error> {
+    const ATTEMPTS: usize = 16;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let socket = UdpSocket::bind(address).await.map_err(|source| Error::Bind { address, source })?;
+        let local = socket.local_addr().map_err(|source| Error::Bind { address, source })?;
+        if !ice_tcp {
+            return Ok((socket, local, None));
+        }
+        // ICE-TCP takes the same port number as UDP, so a test on port 0 gets one port.
+        let tcp_address = SocketAddr::new(address.ip(), local.port());
+        match TcpListener::bind(tcp_address).await {
+            Ok(listener) => return Ok((socket, local, Some(listener))),
+            Err(source)
+                if address.port() == 0 && source.kind() == std::io::ErrorKind::AddrInUse && attempt < ATTEMPTS => {}
+            Err(source) => return Err(Error::Bind { address: tcp_address, source }),
+        }
+    }
+}
+
 impl MediaPort {
     /// Binds UDP (and TCP with `ice_tcp`) on every address; the datagrams arrive on `inbound`.
     pub async fn bind(addresses: &[SocketAddr], ice_tcp: bool, inbound: mpsc::Sender<Datagram>) -> Result<Self, Error> {
@@ -67,21 +91,15 @@ impl MediaPort {
             tasks: Vec::new(),
         };
         for address in addresses {
-            let socket = UdpSocket::bind(address).await.map_err(|source| Error::Bind { address: *address, source })?;
-            let local = socket.local_addr().map_err(|source| Error::Bind { address: *address, source })?;
+            let (socket, local, listener) = bind_pair(*address, ice_tcp).await?;
             let socket = Arc::new(socket);
             port.tasks.push(tokio::spawn(read_udp(socket.clone(), local, inbound.clone())));
             port.udp.push(UdpEndpoint { socket, local, outgoing: batch::Sender::new() });
             port.local_addresses.push(local);
-            if !ice_tcp {
-                continue;
+            if let Some(listener) = listener {
+                let slots = ConnectionSlots::new(MAX_TCP_CONNECTIONS, MAX_TCP_CONNECTIONS_PER_CLIENT);
+                port.tasks.push(tokio::spawn(accept_tcp(listener, local, inbound.clone(), port.tcp.clone(), slots)));
             }
-            // ICE-TCP takes the same port number as UDP, so a test on port 0 gets one port.
-            let tcp_address = SocketAddr::new(address.ip(), local.port());
-            let listener =
-                TcpListener::bind(tcp_address).await.map_err(|source| Error::Bind { address: tcp_address, source })?;
-            let slots = ConnectionSlots::new(MAX_TCP_CONNECTIONS, MAX_TCP_CONNECTIONS_PER_CLIENT);
-            port.tasks.push(tokio::spawn(accept_tcp(listener, local, inbound.clone(), port.tcp.clone(), slots)));
         }
         Ok(port)
     }
