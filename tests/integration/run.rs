@@ -10,10 +10,15 @@ fn runs_on_the_built_in_default_and_stops_cleanly_on_sigterm() {
     let (status, body) = http(instance.admin, "GET", "/healthz").unwrap();
     assert_eq!(status, 200);
     assert_eq!(body, "dns serving\nmail serving\nconference serving\n");
+    // The admin endpoint may answer before the start-up summary has reached our reader.
+    let expected =
+        ["127.0.0.1:1053 udp+tcp", "127.0.0.1:2525", "127.0.0.1:2587", "127.0.0.1:2465", "http://127.0.0.1:8080/"];
+    let _ = wait_until(Duration::from_secs(10), || {
+        let stdout = instance.stdout();
+        expected.iter().all(|line| stdout.contains(line))
+    });
     let stdout = instance.stdout();
-    for expected in
-        ["127.0.0.1:1053 udp+tcp", "127.0.0.1:2525", "127.0.0.1:2587", "127.0.0.1:2465", "http://127.0.0.1:8080/"]
-    {
+    for expected in expected {
         assert!(stdout.contains(expected), "start-up summary lacks {expected}:\n{stdout}");
     }
     assert!(instance.dir.path().join("lienthong-state/tls/self-signed.crt").exists());
