@@ -145,3 +145,56 @@ fn socket_address(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
         _ => None,
     }
 }
+
+/// Steers the `SO_REUSEPORT` group `socket` belongs to (every socket bound to its address and
+/// port): `true` hands every datagram to the group's first socket (a classic BPF program that
+/// returns index 0), `false` detaches it, back to the kernel's spreading by flow hash.
+pub fn steer_to_first(socket: &UdpSocket, first: bool) -> io::Result<()> {
+    let fd = socket.as_raw_fd();
+    let result = if first {
+        // BPF_RET | BPF_K, k = 0: "socket 0 of the group".
+        let mut program = [libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0 }];
+        let fprog = libc::sock_fprog { len: 1, filter: program.as_mut_ptr() };
+        // SAFETY: `fprog` points to `program`, both alive for the call; the kernel copies it.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_REUSEPORT_CBPF,
+                std::ptr::from_ref(&fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        }
+    } else {
+        let zero: libc::c_int = 0;
+        // SAFETY: an int option read by the kernel from a live local.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_DETACH_REUSEPORT_BPF,
+                std::ptr::from_ref(&zero).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if result < 0 {
+        let error = io::Error::last_os_error();
+        // Detaching when nothing is attached.
+        if !first && error.raw_os_error() == Some(libc::ENOENT) {
+            return Ok(());
+        }
+        return Err(error);
+    }
+    Ok(())
+}
+
+/// Asks the CPU to start loading the cache line at `address` (a hint: it never faults, whatever
+/// the address, and changes no memory).
+#[cfg(target_arch = "x86_64")]
+pub fn prefetch(address: *const u8) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    // SAFETY: PREFETCHT0 is part of SSE, which every x86-64 CPU has; it reads nothing
+    // architecturally and cannot fault.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(address.cast()) }
+}

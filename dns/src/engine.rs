@@ -168,7 +168,7 @@ pub fn handle(catalog: &Catalog, packet: &[u8], client: IpAddr, transport: Trans
         let written = match view.index.lookup(query.lower_name()) {
             Lookup::Exact(entry) => {
                 let prepared = entry.prepared(qtype);
-                let written = wire::write_answer(out, &query, prepared, recursion, limit, optional_limit);
+                let written = wire::write_prepared(out, &query, prepared, recursion, limit, optional_limit);
                 (written, prepared.flags & 0xF)
             }
             Lookup::NameError(template) => {
@@ -233,6 +233,15 @@ pub fn handle(catalog: &Catalog, packet: &[u8], client: IpAddr, transport: Trans
             },
             None => refuse(out, question, EDE_NOT_AUTHORITATIVE),
         },
+    }
+}
+
+/// Starts loading the index data [`handle`] will read for `packet` (see
+/// [`crate::index::Index::prefetch`]); changes nothing.
+pub fn prefetch(catalog: &Catalog, packet: &[u8], client: IpAddr, stage: u8) {
+    let mut lower = [0u8; 255];
+    if let Some(length) = wire::question_name(packet, &mut lower) {
+        catalog.view_for(client).index.prefetch(&lower[..length], stage);
     }
 }
 

@@ -109,10 +109,11 @@ impl DnsService {
             service.addresses.push(bound);
             for (number, socket) in sockets.into_iter().enumerate() {
                 let worker_shared = shared.clone();
+                let steering = if number == 0 && workers > 1 { steer(&socket) } else { None };
                 let socket = Arc::new(socket);
                 let thread = std::thread::Builder::new()
                     .name(format!("dns-udp-{number}"))
-                    .spawn(move || server::udp_worker(socket, worker_shared))
+                    .spawn(move || server::udp_worker(socket, worker_shared, steering))
                     .map_err(|source| Error::Bind { address: bound, source })?;
                 service.udp_threads.push(thread);
             }
@@ -389,4 +390,15 @@ fn zone_file_line(record: &hickory_proto::rr::Record) -> String {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// The first worker's [`server::Steering`] of a listen address's socket group.
+#[cfg(target_os = "linux")]
+fn steer(socket: &std::net::UdpSocket) -> Option<server::Steering> {
+    server::Steering::start(socket)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn steer(_socket: &std::net::UdpSocket) -> Option<server::Steering> {
+    None
 }

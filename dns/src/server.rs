@@ -1,6 +1,6 @@
 //! The drivers: UDP workers (one socket per core with SO_REUSEPORT, each on its own thread,
-//! blocking I/O; the only shared state they write on the hot path is the rate limiter's
-//! atomic counters) and TCP (tokio; connection caps in total and per client, deadlines,
+//! blocking I/O, the group steered to the first worker until it is overloaded: [`Steering`];
+//! the only shared state they write on the hot path is the rate limiter's atomic counters) and TCP (tokio; connection caps in total and per client, deadlines,
 //! pipelined queries answered in order).
 
 use std::net::{SocketAddr, UdpSocket};
@@ -151,8 +151,93 @@ pub fn bind_tcp(address: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::from_std(socket.into()).map_err(bind_error)
 }
 
+/// Where the datagrams of one listen address go, decided by its first worker from the size
+/// of the batches it reads (Linux; elsewhere the kernel spreads them).
+///
+/// One worker answering everything costs less CPU per answer than several: its batches are
+/// larger (fewer system calls and wake-ups per answer), and it leaves the other cores to the
+/// mail relay, the conference hub and the clients (on the 2-core benchmark machine, two
+/// workers made 4 datagrams per `recvmmsg` and 6 times the context switches of one, for the
+/// same qps). So the socket group starts steered to the first socket; when that worker no
+/// longer keeps up (its batches are nearly all full: the socket queue is growing), the kernel
+/// spreads the flows over every worker again, and once the load has fallen (batches small
+/// again, after a hold time so it does not flap) everything goes back to the first worker.
+#[derive(Debug)]
+pub struct Steering {
+    /// Batches read since the window started, those of them that were full, and datagrams.
+    batches: u32,
+    full: u32,
+    datagrams: u32,
+    /// Consecutive windows in which nearly every batch was full.
+    saturated: u32,
+    spread: bool,
+    since: Instant,
+}
+
+/// Batches per decision window.
+const STEERING_WINDOW: u32 = 1024;
+/// Full batches (in a window) from which the window counts as saturated: the socket queue
+/// stayed longer than a batch for the whole window, not only after a burst.
+const SATURATED_FULL: u32 = STEERING_WINDOW * 15 / 16;
+/// Consecutive saturated windows (over 100,000 datagrams) after which one worker is taken as
+/// overloaded: a quarter-second when other processes take its core is not.
+const SPREAD_AFTER: u32 = 4;
+/// Average per batch (of the first worker, spread) below which one worker would do again.
+const CONCENTRATE_BELOW: u32 = 8;
+/// Shortest time in one mode before switching back.
+const STEERING_HOLD: Duration = Duration::from_secs(2);
+
+impl Steering {
+    /// Steers `socket`'s group to its first socket (`socket` must be that first socket).
+    /// `None` when the kernel refuses (then it spreads, as before).
+    #[cfg(target_os = "linux")]
+    pub fn start(socket: &UdpSocket) -> Option<Steering> {
+        match crate::batch::steer_to_first(socket, true) {
+            Ok(()) => {
+                Some(Steering { batches: 0, full: 0, datagrams: 0, saturated: 0, spread: false, since: Instant::now() })
+            }
+            Err(error) => {
+                tracing::debug!(%error, "cannot steer the UDP socket group; the kernel spreads queries");
+                None
+            }
+        }
+    }
+
+    /// Counts one batch of `count` datagrams read by the first worker and switches mode at the
+    /// end of a window when the load says so.
+    #[cfg(target_os = "linux")]
+    fn batch(&mut self, socket: &UdpSocket, count: usize) {
+        self.batches += 1;
+        self.datagrams += count as u32;
+        self.full += u32::from(count == crate::batch::BATCH);
+        if self.batches < STEERING_WINDOW {
+            return;
+        }
+        let average = self.datagrams / self.batches;
+        let full = self.full;
+        self.batches = 0;
+        self.full = 0;
+        self.datagrams = 0;
+        self.saturated = if full >= SATURATED_FULL { self.saturated + 1 } else { 0 };
+        let switch = if self.spread { average < CONCENTRATE_BELOW } else { self.saturated >= SPREAD_AFTER };
+        if !switch || self.since.elapsed() < STEERING_HOLD {
+            return;
+        }
+        match crate::batch::steer_to_first(socket, self.spread) {
+            Ok(()) => {
+                self.spread = !self.spread;
+                self.saturated = 0;
+                self.since = Instant::now();
+                tracing::debug!(spread = self.spread, average, full, "UDP socket group steering");
+            }
+            Err(error) => tracing::debug!(%error, "UDP socket group steering"),
+        }
+    }
+}
+
 /// One UDP worker: receive, answer, send, until shutdown. Batched system calls on Linux.
-pub fn udp_worker(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
+/// The first worker of an address gets its [`Steering`].
+pub fn udp_worker(socket: Arc<UdpSocket>, shared: Arc<Shared>, mut steering: Option<Steering>) {
     let mut worker = UdpWorker::new(socket.clone(), shared.clone());
     #[cfg(target_os = "linux")]
     {
@@ -168,7 +253,19 @@ pub fn udp_worker(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
                     continue;
                 }
             };
+            if let Some(steering) = &mut steering {
+                steering.batch(&socket, count);
+            }
             worker.refresh();
+            if count > 1 {
+                for stage in [1, 2] {
+                    for index in 0..count {
+                        if let (packet, Some(peer)) = batch.datagram(index) {
+                            engine::prefetch(&worker.catalog, packet, peer.ip(), stage);
+                        }
+                    }
+                }
+            }
             for (index, (answer, send)) in answers.iter_mut().zip(send.iter_mut()).enumerate().take(count) {
                 let (packet, peer) = batch.datagram(index);
                 *send = peer.is_some_and(|peer| worker.answer(packet, peer, answer));
@@ -181,6 +278,7 @@ pub fn udp_worker(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
     }
     #[cfg(not(target_os = "linux"))]
     {
+        let _ = &mut steering;
         let mut buffer = [0u8; 4096];
         let mut out = Vec::with_capacity(1536);
         while !shared.stopping.load(Ordering::Relaxed) {
@@ -431,6 +529,65 @@ mod tests {
         }
         packet.extend_from_slice(&[0, 0, 1, 0, 1]);
         packet
+    }
+
+    /// Datagrams from 32 client sockets: which of the group's sockets received them.
+    #[cfg(target_os = "linux")]
+    fn deliveries(sockets: &[UdpSocket], bound: SocketAddr) -> Vec<usize> {
+        let clients: Vec<UdpSocket> = (0..32).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        for client in &clients {
+            client.send_to(b"x", bound).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let mut counts = vec![0; sockets.len()];
+        for (number, socket) in sockets.iter().enumerate() {
+            socket.set_nonblocking(true).unwrap();
+            let mut buffer = [0u8; 16];
+            while socket.recv_from(&mut buffer).is_ok() {
+                counts[number] += 1;
+            }
+        }
+        counts
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn steering_sends_everything_to_the_first_worker_until_it_is_overloaded() {
+        let (sockets, bound) = bind_udp("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let mut steering = Steering::start(&sockets[0]).expect("the kernel takes a reuseport program");
+        assert_eq!(deliveries(&sockets, bound), vec![32, 0]);
+        // Full batches for less than the required windows, or within the hold time: no change.
+        for _ in 0..STEERING_WINDOW * (SPREAD_AFTER - 1) {
+            steering.batch(&sockets[0], crate::batch::BATCH);
+        }
+        steering.since -= STEERING_HOLD;
+        assert!(!steering.spread);
+        // One window that is not saturated starts the count again.
+        for _ in 0..STEERING_WINDOW {
+            steering.batch(&sockets[0], 3);
+        }
+        for _ in 0..STEERING_WINDOW * (SPREAD_AFTER - 1) {
+            steering.batch(&sockets[0], crate::batch::BATCH);
+        }
+        assert!(!steering.spread);
+        for _ in 0..STEERING_WINDOW {
+            steering.batch(&sockets[0], crate::batch::BATCH);
+        }
+        assert!(steering.spread, "sustained full batches spread the load");
+        let spread = deliveries(&sockets, bound);
+        assert_eq!(spread.iter().sum::<usize>(), 32);
+        assert!(spread[1] > 0, "the kernel spreads 32 flows over both sockets: {spread:?}");
+        // Small batches again: back to the first worker after the hold time only.
+        for _ in 0..STEERING_WINDOW {
+            steering.batch(&sockets[0], 2);
+        }
+        assert!(steering.spread, "held");
+        steering.since -= STEERING_HOLD;
+        for _ in 0..STEERING_WINDOW {
+            steering.batch(&sockets[0], 2);
+        }
+        assert!(!steering.spread);
+        assert_eq!(deliveries(&sockets, bound), vec![32, 0]);
     }
 
     #[tokio::test]

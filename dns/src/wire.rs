@@ -46,6 +46,30 @@ pub struct Prepared {
     pub body: Box<[u8]>,
 }
 
+/// A [`Prepared`] answer borrowed from wherever it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreparedRef<'a> {
+    pub flags: u16,
+    pub optional: bool,
+    pub answers: u16,
+    pub authorities: u16,
+    pub additionals: u16,
+    pub body: &'a [u8],
+}
+
+impl Prepared {
+    pub fn borrowed(&self) -> PreparedRef<'_> {
+        PreparedRef {
+            flags: self.flags,
+            optional: self.optional,
+            answers: self.answers,
+            authorities: self.authorities,
+            additionals: self.additionals,
+            body: &self.body,
+        }
+    }
+}
+
 /// The EDNS0 part of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Edns {
@@ -190,6 +214,15 @@ pub fn lowercase(wire: &[u8]) -> Vec<u8> {
 
 /// Reads QNAME/QTYPE/QCLASS at offset 12 into `lower`; returns (end, name length).
 /// Compression pointers are not accepted in a question (no client sends them).
+/// The lowercase QNAME of `packet` (wire form) into `lower`, as [`Query::lower_name`] gives
+/// it; its length, or `None` when the packet has no readable question.
+pub fn question_name(packet: &[u8], lower: &mut [u8; 255]) -> Option<usize> {
+    if packet.len() < 12 {
+        return None;
+    }
+    read_question(packet, lower).map(|(_, length)| length)
+}
+
 fn read_question(packet: &[u8], lower: &mut [u8; 255]) -> Option<(usize, usize)> {
     let mut position = 12;
     let mut length = 0;
@@ -365,6 +398,18 @@ pub fn write_answer(
     limit: usize,
     optional_limit: usize,
 ) -> Written {
+    write_prepared(out, query, prepared.borrowed(), extra_flags, limit, optional_limit)
+}
+
+/// [`write_answer`] from a [`PreparedRef`] (the hot path's answers live in one arena).
+pub fn write_prepared(
+    out: &mut Vec<u8>,
+    query: &Query<'_>,
+    prepared: PreparedRef<'_>,
+    extra_flags: u16,
+    limit: usize,
+    optional_limit: usize,
+) -> Written {
     out.clear();
     let edns = query.edns.is_some();
     let total = 12 + query.question.len() + prepared.body.len() + if edns { 11 } else { 0 };
@@ -375,7 +420,7 @@ pub fn write_answer(
     let additionals = prepared.additionals + u16::from(edns);
     push_header(out, query.id, flags, [1, prepared.answers, prepared.authorities, additionals]);
     out.extend_from_slice(query.question);
-    out.extend_from_slice(&prepared.body);
+    out.extend_from_slice(prepared.body);
     if edns {
         push_opt(out, 0, dnssec_ok(query));
     }

@@ -107,8 +107,8 @@ const NAMES: &[&str] = &[
     "nope.phanrang.gov.vn.",
 ];
 
-/// DNSKEY, CDS, CDNSKEY and NSEC3PARAM are left out: lienthong publishes CDS/CDNSKEY, which
-/// ldns-signzone does not make.
+/// Asked for every name. The apex's DNSKEY, CDS and CDNSKEY are asked separately
+/// ([`KEY_TYPES`]); NSEC3PARAM is left out.
 const TYPES: &[RecordType] = &[
     RecordType::A,
     RecordType::AAAA,
@@ -120,6 +120,11 @@ const TYPES: &[RecordType] = &[
     RecordType::DS,
     RecordType::SRV,
 ];
+
+/// The key sets asked at each signed apex, over UDP and TCP. ldns-signzone does not make CDS
+/// and CDNSKEY: [`sign_for_nsd`] adds them from NSD's KSK, as an operator would for RFC 8078.
+const KEY_TYPES: &[RecordType] = &[RecordType::DNSKEY, RecordType::CDS, RecordType::CDNSKEY];
+const SIGNED_APEXES: &[&str] = &[APEX, "khanhhoa.gov.vn."];
 
 /// A DO=1 query with RD set.
 fn signed_query(name: &str, record_type: RecordType, payload: u16) -> Vec<u8> {
@@ -138,7 +143,22 @@ fn record_shape(record: &Record) -> String {
         Some((_, rest)) => format!("nsec3.{rest}"),
         None => owner.to_owned(),
     };
+    let rdata = || {
+        let mut bytes = Vec::new();
+        record.data.emit(&mut BinEncoder::new(&mut bytes)).unwrap();
+        bytes
+    };
     match &record.data {
+        // Keys and digests differ: the flags, protocol and algorithm of a key, the algorithm
+        // and digest type of a CDS, and the lengths (which the answer's size checks too).
+        RData::DNSSEC(DNSSECRData::DNSKEY(_) | DNSSECRData::CDNSKEY(_)) => {
+            let bytes = rdata();
+            format!("{owner} {} {} {:?} len={}", record.ttl, record.record_type(), bytes.get(..4), bytes.len())
+        }
+        RData::DNSSEC(DNSSECRData::CDS(_)) => {
+            let bytes = rdata();
+            format!("{owner} {} CDS {:?} len={}", record.ttl, bytes.get(2..4), bytes.len())
+        }
         RData::DNSSEC(DNSSECRData::NSEC3(_)) => format!("{} {} NSEC3", hashed(&owner), record.ttl),
         RData::DNSSEC(DNSSECRData::RRSIG(signature)) => {
             let input = signature.input();
@@ -199,6 +219,19 @@ fn sign_for_nsd(directory: &Path, apex: &str, plain: &str, signed: &str) {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     };
     let (zsk, ksk) = (keygen(false), keygen(true));
+    // CDS and CDNSKEY for the KSK (RFC 7344), in the zone before it is signed.
+    let key = std::fs::read_to_string(directory.join(format!("{ksk}.key"))).expect("the KSK's .key file");
+    let key = key.split(';').next().unwrap_or_default().trim();
+    let digest = Command::new("ldns-key2ds").current_dir(directory).args(["-n", "-2", &format!("{ksk}.key")]).output();
+    let digest = digest.expect("ldns-key2ds runs");
+    assert!(digest.status.success(), "ldns-key2ds: {}", String::from_utf8_lossy(&digest.stderr));
+    let digest = String::from_utf8_lossy(&digest.stdout);
+    let cds = digest.trim().replacen("\tDS\t", "\tCDS\t", 1);
+    let cdnskey = key.replacen("\tDNSKEY\t", "\tCDNSKEY\t", 1);
+    assert!(cds.contains("CDS") && cdnskey.contains("CDNSKEY"), "unexpected key files: {cds:?} {cdnskey:?}");
+    let mut zone = std::fs::read_to_string(directory.join(plain)).unwrap();
+    zone.push_str(&format!("{cds}\n{cdnskey}\n"));
+    std::fs::write(directory.join(plain), zone).unwrap();
     let output = Command::new("ldns-signzone")
         .current_dir(directory)
         .args(["-n", "-a", "1", "-t", "0", "-o", apex, "-f", signed, plain, &zsk, &ksk])
@@ -255,6 +288,12 @@ async fn signed_answers_have_the_structure_a_signing_nsd_gives() {
     {
         questions.push((format!("{name} {record_type} do 512"), signed_query(name, record_type, 512), false));
         questions.push((format!("{name} {record_type} do tcp"), signed_query(name, record_type, 1232), true));
+    }
+    for apex in SIGNED_APEXES {
+        for record_type in KEY_TYPES {
+            questions.push((format!("{apex} {record_type} do"), signed_query(apex, *record_type, 1232), false));
+            questions.push((format!("{apex} {record_type} do tcp"), signed_query(apex, *record_type, 1232), true));
+        }
     }
     assert!(questions.len() >= 60, "{} questions", questions.len());
     let mut differences = Vec::new();
