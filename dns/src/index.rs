@@ -3,8 +3,9 @@
 //! flags and answer bodies side by side, behind a table of 8-byte slots: a lookup touches the
 //! slot and then one run of adjacent bytes, instead of a bucket, the key, the list of types
 //! and each body in separate allocations (under load, each of those was a cache miss: the
-//! kernel's UDP path between two answers evicts them). A name that does not exist costs one lookup per label to find its
-//! closest encloser, then a precomputed NXDOMAIN. No query walks a zone.
+//! kernel's UDP path between two answers evicts them). A name that does not exist costs one
+//! lookup per label to find its closest encloser, then a precomputed NXDOMAIN. No query walks
+//! a zone.
 //!
 //! Anything unusual (wildcards, names below a delegation, ANY, DS) goes to the general path,
 //! [`crate::zone::Zone::resolve`], which is also what filled this index, so both agree.

@@ -1,7 +1,8 @@
 //! The drivers: UDP workers (one socket per core with SO_REUSEPORT, each on its own thread,
 //! blocking I/O, the group steered to the first worker until it is overloaded: [`Steering`];
-//! the only shared state they write on the hot path is the rate limiter's atomic counters) and TCP (tokio; connection caps in total and per client, deadlines,
-//! pipelined queries answered in order).
+//! the only shared state they write on the hot path is the rate limiter's atomic counters)
+//! and TCP (tokio; connection caps in total and per client, deadlines, pipelined queries
+//! answered in order).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
