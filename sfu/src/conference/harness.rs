@@ -89,6 +89,9 @@ pub struct Meeting {
     /// Drops every n-th media-sized datagram to and from these browser addresses.
     pub lossy: Vec<(SocketAddr, u64)>,
     pub datagrams_seen: u64,
+    /// Times the core asked to be woken again within a millisecond (what the hub's driver
+    /// turns into a wake-up of at least a millisecond each).
+    pub prompt_wakeups: u64,
     /// The latest operator listing.
     pub status: Vec<crate::status::RoomStatus>,
 }
@@ -112,6 +115,7 @@ impl Meeting {
             next_id: 1,
             lossy: Vec::new(),
             datagrams_seen: 0,
+            prompt_wakeups: 0,
             status: Vec::new(),
         }
     }
@@ -199,6 +203,9 @@ impl Meeting {
                 return true;
             }
             let due = self.pump();
+            if due <= self.now + Duration::from_millis(1) {
+                self.prompt_wakeups += 1;
+            }
             let next = self.browsers_due().map_or(due, |at| at.min(due));
             self.now = next.max(self.now + Duration::from_millis(1)).min(end);
             for browser in &mut self.browsers {
@@ -346,8 +353,19 @@ impl Meeting {
                         continue;
                     }
                     drop(writer);
+                    // Like the page: only the layers the last `layers` message named (all
+                    // until told).
+                    let told = browser.messages.iter().rev().find_map(|message| match message {
+                        ServerMessage::Layers { active } => Some(active.clone()),
+                        _ => None,
+                    });
                     let mut size = 600;
                     for rid in browser.rids.clone() {
+                        let paused = told.as_ref().is_some_and(|active| !active.contains(&rid.to_string()));
+                        if paused {
+                            size *= 3;
+                            continue;
+                        }
                         let Some(writer) = browser.rtc.writer(mid) else { break };
                         let _ = writer.rid(rid).write(pt, now, time, vp8_frame(keyframe, size));
                         size *= 3;

@@ -109,6 +109,7 @@ impl Conference {
                 .map(|rid| rid.to_string())
                 .collect();
             if member.active_layers.as_ref() != Some(&active) {
+                tracing::debug!(participant = id, ?active, "camera layers to send");
                 member.active_layers = Some(active.clone());
                 notices.push((*id, ServerMessage::Layers { active }));
             }

@@ -1,7 +1,7 @@
 //! The media half of the core: SDP exchange, demultiplexing datagrams to sessions, polling
 //! the sessions and forwarding what they produce within their room.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lienthong_config::VideoCodec;
 use str0m::media::KeyframeRequestKind;
@@ -17,6 +17,17 @@ use crate::room::MediaSource;
 
 /// Rounds of poll-and-forward per drive; each round can only create work for the next.
 const MAX_ROUNDS: usize = 8;
+/// str0m's pacer releases one packet per timeout and asks for the next one a microsecond
+/// later (its clock must move between packets). Deadlines this close are taken at once,
+/// at their own time, instead of costing the hub a wake-up each (it sleeps at least 1 ms):
+/// otherwise every session could send at most one paced packet per millisecond.
+/// With the estimate no longer held down by that limit, layers switch more often, and each
+/// switch sends the publisher two `layers` messages a few milliseconds apart: the page must
+/// apply them one at a time (`web/room.js`), or Chromium refuses the second and the camera
+/// stays paused (what made 3e741d2 fail in the Chromium suite and be reverted).
+const PACER_STEP: Duration = Duration::from_micros(50);
+/// Pacer steps taken per session per drive; the rest waits for the next wake-up.
+const MAX_PACER_STEPS: usize = 256;
 
 impl Conference {
     pub(super) fn handle_offer(&mut self, now: Instant, id: ParticipantId, sdp: &str, screen_mid: Option<String>) {
@@ -142,7 +153,16 @@ impl Conference {
                     peer.handle_input(RtcInput::Timeout(now));
                 }
                 let mut events = Vec::new();
-                let next = peer.poll(now, &mut |packet| outputs.push_back(Output::Transmit(packet)), &mut events);
+                let mut transmit = |packet| outputs.push_back(Output::Transmit(packet));
+                let mut next = peer.poll(now, &mut transmit, &mut events);
+                for _ in 0..MAX_PACER_STEPS {
+                    if next > now + PACER_STEP {
+                        break;
+                    }
+                    let at = next.max(now);
+                    peer.handle_input(RtcInput::Timeout(at));
+                    next = peer.poll(at, &mut transmit, &mut events);
+                }
                 member.due = Some(next);
                 produced.extend(events.into_iter().map(|event| (*id, event)));
             }
