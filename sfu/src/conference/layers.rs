@@ -21,6 +21,12 @@ pub(crate) const LOUDEST_AUDIO: usize = 3;
 /// How long the estimate must stay below (or back above) the lowest video layer before a
 /// browser is told it is in (or out of) audio-only mode.
 const AUDIO_ONLY_HOLD: Duration = Duration::from_secs(3);
+/// How long a camera layer nobody receives keeps being sent before its publisher is told to
+/// pause it. Receivers move between layers every few seconds as their estimates move; a
+/// layer paused at once must be started again (a keyframe from a restarted encoder layer)
+/// when one comes back, and every change reconfigures the publisher's encoder. LiveKit's
+/// dynacast does the same: more layers at once, fewer only after a delay.
+pub(crate) const PAUSE_AFTER: Duration = Duration::from_secs(5);
 
 impl Conference {
     /// Measures the publishers' layers, chooses every receiver's layers, and tells browsers
@@ -103,11 +109,26 @@ impl Conference {
             let camera = peer.video_layers().into_iter().find(|(_, source, _)| *source == MediaSource::Camera);
             let Some((mid, _, _)) = camera.filter(|_| !rids.is_empty()) else { continue };
             let used = in_use.get(&(*id, mid));
-            let active: Vec<String> = rids
-                .iter()
-                .filter(|rid| used.is_some_and(|layers| layers.contains(&Some(**rid))))
-                .map(|rid| rid.to_string())
-                .collect();
+            // A layer is asked for at once, and paused only once nobody received it for
+            // `PAUSE_AFTER`; a new camera sends every layer for that long.
+            let first_seen = member.active_layers.is_none();
+            let mut active = Vec::new();
+            for rid in &rids {
+                let received = used.is_some_and(|layers| layers.contains(&Some(*rid)));
+                let last = match member.layers_used_at.iter_mut().find(|(known, _)| known == rid) {
+                    Some((_, last)) => last,
+                    None => {
+                        member.layers_used_at.push((*rid, now));
+                        &mut member.layers_used_at.last_mut().expect("just pushed").1
+                    }
+                };
+                if first_seen || received {
+                    *last = now;
+                }
+                if now.saturating_duration_since(*last) < PAUSE_AFTER {
+                    active.push(rid.to_string());
+                }
+            }
             if member.active_layers.as_ref() != Some(&active) {
                 tracing::debug!(participant = id, ?active, "camera layers to send");
                 member.active_layers = Some(active.clone());

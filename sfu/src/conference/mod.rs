@@ -120,6 +120,8 @@ struct Member {
     mode_change_since: Option<Instant>,
     /// The camera layers the browser was last told to send; `None` until first told.
     active_layers: Option<Vec<String>>,
+    /// When each camera layer (by RID) was last received by anyone.
+    layers_used_at: Vec<(str0m::media::Rid, Instant)>,
     /// Whose cameras the browser was last told it receives (last-N); `None` until told.
     last_n: Option<Vec<ParticipantId>>,
 }
@@ -242,6 +244,7 @@ impl Conference {
                     audio_only: false,
                     mode_change_since: None,
                     active_layers: None,
+                    layers_used_at: Vec::new(),
                     last_n: None,
                 };
                 self.members.insert(id, member);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use str0m::media::MediaKind;
 
 use super::harness::{Meeting, request_keyframe, room};
+use super::layers::PAUSE_AFTER;
 use super::{Command, Input};
 use crate::net::Datagram;
 use crate::protocol::{ClientMessage, EndReason, ServerMessage};
@@ -211,7 +212,8 @@ fn video_starts_again_after_the_camera_comes_back_and_after_a_rejoin() {
 
     let camera = |on| ClientMessage::Media { microphone: true, camera: on, screen: false };
     meeting.command(Command::Message { id: id_a, message: camera(false) });
-    assert!(meeting.run_until(Duration::from_secs(2), |m| last_layers_message(m, a) == Some(vec![])));
+    let paused = PAUSE_AFTER + Duration::from_secs(2);
+    assert!(meeting.run_until(paused, |m| last_layers_message(m, a) == Some(vec![])));
     let off = video(&meeting, b);
     meeting.run_until(Duration::from_secs(1), |_| false);
     assert_eq!(video(&meeting, b), off, "video of a camera switched off went out");
@@ -225,6 +227,83 @@ fn video_starts_again_after_the_camera_comes_back_and_after_a_rejoin() {
     meeting.publish(c);
     let rejoined = meeting.run_until(Duration::from_secs(6), |m| video(m, c) > 5);
     assert!(rejoined, "the rejoined page got no video from A: {:?}", last_layers_message(&meeting, a));
+}
+
+/// Receivers move between layers as their layout and estimate change. A publisher is told to
+/// pause a layer only once nobody received it for `PAUSE_AFTER`: a layer a receiver comes
+/// back to within that time is still flowing, so the publisher's encoder is not reconfigured
+/// at every move and the receiver does not wait for a restarted layer's first keyframe.
+#[test]
+fn a_layer_pauses_only_after_nobody_received_it_for_a_while() {
+    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
+    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
+    let b = meeting.join("giao-ban", "Huyện A", "246810");
+    meeting.publish_layers(a, &["q", "h", "f"]);
+    meeting.publish(b);
+    let (id_a, id_b) = (meeting.browsers[a].id, meeting.browsers[b].id);
+    let layout = |high: bool| {
+        let (high, low) = if high { (vec![id_a], vec![]) } else { (vec![], vec![id_a]) };
+        Command::Message { id: id_b, message: ClientMessage::Layout { high, low } }
+    };
+    meeting.command(layout(false));
+    let paused = PAUSE_AFTER + Duration::from_secs(2);
+    assert!(
+        meeting.run_until(Duration::from_secs(10) + paused, |m| last_layers_message(m, a) == Some(vec!["q".into()]))
+    );
+
+    // B moves A between its stage and a thumbnail every 3 s, on a link that carries every
+    // layer (what the estimate does is tested above).
+    meeting
+        .conference
+        .members
+        .get_mut(&id_b)
+        .and_then(|member| member.peer.as_mut())
+        .expect("B's session")
+        .pin_estimate(5_000_000);
+    let told_before = layers_messages(&meeting, a).len();
+    let mut stage_layers = Vec::new();
+    for _ in 0..4 {
+        meeting.command(layout(true));
+        meeting.run_until(Duration::from_secs(3), |m| {
+            if let Some(Some(rid)) = camera_layer(m, b, a).filter(|rid| rid.as_deref() != Some("q")) {
+                if !stage_layers.contains(&rid) {
+                    stage_layers.push(rid);
+                }
+            }
+            false
+        });
+        meeting.command(layout(false));
+        meeting.run_until(Duration::from_secs(3), |_| false);
+    }
+    assert!(!stage_layers.is_empty(), "B never got a higher layer of A on its stage");
+    // Every move needs the thumbnail's layer and the stage's again within 3 s: neither
+    // pauses, and no layer is paused and then asked for again.
+    let during = layers_messages(&meeting, a).split_off(told_before);
+    for (index, active) in during.iter().enumerate() {
+        let dropped = |rid: &String| index > 0 && during[index - 1].contains(rid) && !active.contains(rid);
+        let back_later = |rid: &String| during[index..].iter().skip(1).any(|later| later.contains(rid));
+        assert!(active.contains(&"q".to_string()), "the thumbnail's layer paused while moving: {during:?}");
+        let flapped = during[index.saturating_sub(1)].iter().any(|rid| dropped(rid) && back_later(rid));
+        assert!(!flapped, "a layer paused and was asked for again: {during:?}");
+    }
+    assert!(during.len() <= 3, "A's encoder was reconfigured at every move: {during:?}");
+
+    // Settled on the thumbnail: the higher layers pause, but only after the delay.
+    let settled = meeting.now;
+    assert!(meeting.run_until(paused, |m| last_layers_message(m, a) == Some(vec!["q".into()])));
+    let waited = meeting.now.duration_since(settled);
+    assert!(waited >= PAUSE_AFTER - Duration::from_secs(3), "paused {waited:?} after the last move");
+    assert_eq!(meeting.browsers[b].broken_frames, 0);
+}
+
+fn layers_messages(meeting: &Meeting, index: usize) -> Vec<Vec<String>> {
+    let messages = meeting.browsers[index].messages.iter();
+    messages
+        .filter_map(|message| match message {
+            ServerMessage::Layers { active } => Some(active.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The layer of `origin`'s camera that `receiver` gets now.
@@ -258,7 +337,9 @@ fn the_layout_picks_the_layer_and_unwatched_layers_pause() {
         camera_layer(m, b, a) == Some(Some("q".into())) && m.browsers[b].frames_from(id_a, MediaKind::Video) > 5
     });
     assert!(thumbnail, "B did not get A's lowest layer: {:?}", camera_layer(&meeting, b, a));
-    assert!(meeting.run_until(Duration::from_secs(2), |m| last_layers_message(m, a) == Some(vec!["q".into()])));
+    // A new camera sends every layer for a while, then only what someone receives.
+    let paused = PAUSE_AFTER + Duration::from_secs(2);
+    assert!(meeting.run_until(paused, |m| last_layers_message(m, a) == Some(vec!["q".into()])));
 
     // A moves to B's stage: a higher layer, switched on its keyframe, without a broken frame.
     let frames = meeting.browsers[b].frames_from(id_a, MediaKind::Video);
@@ -268,7 +349,7 @@ fn the_layout_picks_the_layer_and_unwatched_layers_pause() {
             && m.browsers[b].frames_from(id_a, MediaKind::Video) > frames + 5
     });
     assert!(staged, "A did not go up on B's stage: {:?}", camera_layer(&meeting, b, a));
-    let paused_low = meeting.run_until(Duration::from_secs(2), |m| {
+    let paused_low = meeting.run_until(paused, |m| {
         last_layers_message(m, a).is_some_and(|active| !active.is_empty() && !active.contains(&"q".to_string()))
     });
     assert!(paused_low, "A still sends what nobody gets: {:?}", last_layers_message(&meeting, a));
@@ -278,7 +359,7 @@ fn the_layout_picks_the_layer_and_unwatched_layers_pause() {
 
     // B hides A: nothing is forwarded and A pauses every layer.
     meeting.command(Command::Message { id: id_b, message: ClientMessage::Layout { high: vec![], low: vec![] } });
-    assert!(meeting.run_until(Duration::from_secs(2), |m| last_layers_message(m, a) == Some(vec![])));
+    assert!(meeting.run_until(paused, |m| last_layers_message(m, a) == Some(vec![])));
     assert_eq!(camera_layer(&meeting, b, a), None, "a hidden tile still gets a layer");
     let frames = meeting.browsers[b].frames_from(id_a, MediaKind::Video);
     meeting.run_until(Duration::from_secs(2), |_| false);
