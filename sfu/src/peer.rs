@@ -30,6 +30,9 @@ mod media;
 
 /// Minimum spacing of keyframe requests we send to one publisher's track.
 const KEYFRAME_REQUEST_SPACING: Duration = Duration::from_millis(500);
+/// A simulcast layer counts as arriving while its last packet is this recent (each layer
+/// carries at least a few frames a second while it is sent).
+const LAYER_FLOWING: Duration = Duration::from_millis(1500);
 /// How long ICE may stay disconnected before the session counts as failed.
 const DISCONNECTED_GRACE: Duration = Duration::from_secs(15);
 /// Tracks one participant may publish: microphone, camera, screen share, and one spare for a
@@ -109,6 +112,8 @@ struct LayerRate {
     bytes: u64,
     /// Smoothed bits per second; 0 until measured (or while paused).
     bitrate: u64,
+    /// When the last packet of this layer arrived.
+    seen: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +134,9 @@ struct TrackOut {
     /// The publisher left or stopped; the m-line must be stopped at the next negotiation.
     gone: bool,
     forwarder: Forwarder,
+    /// The layer layer selection chose, which the publisher is asked to send; the forwarder
+    /// may get a lower one while this one does not flow (see `Peer::select_layers`).
+    chosen: Want,
     /// The publisher's payload type and ours for it, looked up once.
     payload_types: Option<(Pt, Pt)>,
     /// Our send stream's SSRC for this track, once found: str0m finds a stream by SSRC in a
@@ -231,6 +239,7 @@ impl Peer {
             }
         }
         self.tracks_out.retain(|track| !matches!(track.state, TrackOutState::NegotiatingStop(_)));
+        tracing::debug!(participant = self.id, ?opened, "answer accepted; video tracks opened");
         Ok(opened)
     }
 
@@ -249,6 +258,7 @@ impl Peer {
             state: TrackOutState::ToOpen,
             gone: false,
             forwarder: Forwarder::new(Want::Layer(None)),
+            chosen: Want::Layer(None),
             payload_types: None,
             ssrc: None,
         });
@@ -363,7 +373,7 @@ impl Peer {
                     }
                     _ => vec![None],
                 };
-                let layers = layers.into_iter().map(|id| LayerRate { id, bytes: 0, bitrate: 0 }).collect();
+                let layers = layers.into_iter().map(|id| LayerRate { id, bytes: 0, bitrate: 0, seen: None }).collect();
                 self.tracks_in.push(TrackIn { mid: added.mid, source, keyframe_requests: Vec::new(), layers });
                 events.push(Propagated::TrackOpened { mid: added.mid, kind: added.kind, source });
             }
@@ -420,7 +430,11 @@ impl Peer {
             None if track.keyframe_requests.len() < MAX_REMEMBERED => track.keyframe_requests.push((layer, now)),
             None => return,
         }
-        if let Some(stream) = self.rtc.direct_api().stream_rx_by_mid(mid, layer) {
+        let id = self.id;
+        let mut direct = self.rtc.direct_api();
+        let stream = direct.stream_rx_by_mid(mid, layer);
+        tracing::debug!(participant = id, %mid, ?layer, ?kind, found = stream.is_some(), "keyframe requested");
+        if let Some(stream) = stream {
             stream.request_keyframe(kind);
         }
     }

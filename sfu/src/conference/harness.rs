@@ -46,6 +46,9 @@ pub struct Browser {
     pub published: Vec<(Mid, MediaKind)>,
     /// Its camera's simulcast layers, lowest first (empty without simulcast).
     pub rids: Vec<Rid>,
+    /// Negotiated layers this browser never sends (Chromium makes no top layer from a
+    /// small camera, whatever it is asked).
+    pub unmade: Vec<Rid>,
     /// Frames received per incoming m-line.
     pub received: HashMap<Mid, u64>,
     /// Keyframe requests the server sent for this browser's tracks.
@@ -53,7 +56,8 @@ pub struct Browser {
     /// Media RTP packets received per incoming m-line: the sequence ranges of the frames
     /// str0m assembled (BWE padding and probes carry no frame and are not counted).
     pub packets: HashMap<Mid, u64>,
-    /// Incoming video frames that str0m could not deliver whole and in order (a gap).
+    /// Incoming video delta frames after a gap (str0m could not deliver what came before them
+    /// whole and in order), which a decoder cannot use.
     pub broken_frames: u64,
     /// Messages the browser still has to send (answers to server offers).
     outbox: Vec<ClientMessage>,
@@ -136,6 +140,7 @@ impl Meeting {
             closed: None,
             published: Vec::new(),
             rids: Vec::new(),
+            unmade: Vec::new(),
             received: HashMap::new(),
             keyframe_requests: 0,
             packets: HashMap::new(),
@@ -362,7 +367,7 @@ impl Meeting {
                     let mut size = 600;
                     for rid in browser.rids.clone() {
                         let paused = told.as_ref().is_some_and(|active| !active.contains(&rid.to_string()));
-                        if paused {
+                        if paused || browser.unmade.contains(&rid) {
                             size *= 3;
                             continue;
                         }
@@ -398,9 +403,13 @@ fn poll_browser(browser: &mut Browser, datagrams: &mut Vec<Datagram>) {
             RtcOutput::Event(Event::MediaData(data)) => {
                 // Audio is not retransmitted (Opus FEC covers it in the decoder): only video
                 // counts, once its stream runs (a receiver cannot ask for what came before its
-                // first packet; a real one asks for a keyframe).
+                // first packet; a real one asks for a keyframe). A keyframe after a gap is
+                // not broken: a decoder starts again from it. That is what a layer switch
+                // makes when the new layer's keyframe arrives before the end of the old
+                // layer's frame (the rest of that frame is not forwarded).
                 let video = browser.rtc.media(data.mid).is_some_and(|media| media.kind() == MediaKind::Video);
-                if !data.contiguous && video && browser.received.contains_key(&data.mid) {
+                let keyframe = data.data.first().is_some_and(|tag| tag & 1 == 0);
+                if !data.contiguous && !keyframe && video && browser.received.contains_key(&data.mid) {
                     browser.broken_frames += 1;
                 }
                 let packets = (**data.seq_range.end()).saturating_sub(**data.seq_range.start()) + 1;

@@ -33,10 +33,14 @@ impl Conference {
     /// about audio-only mode and which camera layers to send.
     pub(super) fn select_layers(&mut self, now: Instant) {
         let mut published: HashMap<(ParticipantId, Mid), Vec<Layer>> = HashMap::new();
+        let mut flowing: HashMap<(ParticipantId, Mid), Vec<LayerId>> = HashMap::new();
         let mut cameras: HashSet<ParticipantId> = HashSet::new();
         for (id, member) in &mut self.members {
             let Some(peer) = member.peer.as_mut() else { continue };
             peer.measure(now);
+            for (mid, layers) in peer.flowing_layers(now) {
+                flowing.insert((*id, mid), layers);
+            }
             for (mid, source, layers) in peer.video_layers() {
                 published.insert((*id, mid), layers);
                 if source == MediaSource::Camera {
@@ -57,21 +61,26 @@ impl Conference {
             let video: Vec<ParticipantId> =
                 ranking.into_iter().filter(|origin| cameras.contains(origin)).take(last_n).collect();
             let layout = member.layout.as_ref();
-            let allocation = peer.select_layers(now, INITIAL_ESTIMATE, |origin, mid, source| {
-                let layers = published.get(&(origin, mid))?;
-                let position = |list: &[ParticipantId]| list.iter().position(|listed| *listed == origin);
-                let (priority, rank) = match (source, layout) {
-                    (MediaSource::Screen, _) => (Priority::High, 0),
-                    (_, _) if !video.contains(&origin) => (Priority::Off, 0),
-                    (_, None) => (Priority::High, 0),
-                    (_, Some(layout)) => match (position(&layout.high), position(&layout.low)) {
-                        (Some(rank), _) => (Priority::High, rank),
-                        (None, Some(rank)) => (Priority::Low, rank),
-                        (None, None) => (Priority::Off, 0),
-                    },
-                };
-                Some(Demand { priority, layers: layers.clone(), current: None, rank })
-            });
+            let allocation = peer.select_layers(
+                now,
+                INITIAL_ESTIMATE,
+                |origin, mid, source| {
+                    let layers = published.get(&(origin, mid))?;
+                    let position = |list: &[ParticipantId]| list.iter().position(|listed| *listed == origin);
+                    let (priority, rank) = match (source, layout) {
+                        (MediaSource::Screen, _) => (Priority::High, 0),
+                        (_, _) if !video.contains(&origin) => (Priority::Off, 0),
+                        (_, None) => (Priority::High, 0),
+                        (_, Some(layout)) => match (position(&layout.high), position(&layout.low)) {
+                            (Some(rank), _) => (Priority::High, rank),
+                            (None, Some(rank)) => (Priority::Low, rank),
+                            (None, None) => (Priority::Off, 0),
+                        },
+                    };
+                    Some(Demand { priority, layers: layers.clone(), current: None, rank })
+                },
+                |origin, mid| flowing.get(&(origin, mid)).map(Vec::as_slice),
+            );
             member.dirty = true;
             tracing::debug!(
                 participant = id,

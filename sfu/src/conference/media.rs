@@ -235,6 +235,7 @@ impl Conference {
             }
             if forwarded.switched {
                 switches += 1;
+                tracing::debug!(receiver = other, publisher, mid = %packet.mid, layer = ?packet.incoming.layer, "layer switched");
             }
             if let Some(layer) = forwarded.wants_keyframe
                 && !keyframes.contains(&layer)

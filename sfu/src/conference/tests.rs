@@ -306,6 +306,48 @@ fn layers_messages(meeting: &Meeting, index: usize) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A browser sends only the layers its encoder makes (Chromium makes no 720p layer from a
+/// 640x480 camera). A receiver whose estimate would carry the top layer, joining when the
+/// others already run, gets the best layer that arrives instead of waiting for one that
+/// never comes; the chosen layer stays asked for, and is switched to once it flows.
+#[test]
+fn a_receiver_gets_the_best_layer_that_arrives_when_the_chosen_one_does_not() {
+    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
+    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
+    meeting.publish_layers(a, &["q", "h", "f"]);
+    meeting.browsers[a].unmade = vec!["f".into()];
+    let b = meeting.join("giao-ban", "Huyện A", "246810");
+    meeting.publish(b);
+    let id_a = meeting.browsers[a].id;
+    assert!(meeting.run_until(Duration::from_secs(10), |m| m.browsers[b].frames_from(id_a, MediaKind::Video) > 10));
+    meeting.run_until(PAUSE_AFTER + Duration::from_secs(1), |_| false);
+
+    // C joins with a link that carries every layer from its first choice on.
+    let c = meeting.join("giao-ban", "Huyện B", "246810");
+    meeting.publish(c);
+    meeting.run_until(Duration::from_millis(100), |m| m.conference.members[&m.browsers[c].id].peer.is_some());
+    let id_c = meeting.browsers[c].id;
+    meeting
+        .conference
+        .members
+        .get_mut(&id_c)
+        .and_then(|member| member.peer.as_mut())
+        .expect("C's session")
+        .pin_estimate(5_000_000);
+    let decoding =
+        meeting.run_until(Duration::from_secs(6), |m| m.browsers[c].frames_from(id_a, MediaKind::Video) > 10);
+    assert!(decoding, "C got no video of A: gets {:?}", camera_layer(&meeting, c, a));
+    assert_eq!(camera_layer(&meeting, c, a), Some(Some("h".into())));
+    let asked = last_layers_message(&meeting, a).unwrap_or_default();
+    assert!(asked.contains(&"f".to_string()), "A is no longer asked for its top layer: {asked:?}");
+
+    // Once A makes the top layer, C goes up to it.
+    meeting.browsers[a].unmade.clear();
+    let up = meeting.run_until(Duration::from_secs(6), |m| camera_layer(m, c, a) == Some(Some("f".into())));
+    assert!(up, "C did not go up to A's top layer: {:?}", camera_layer(&meeting, c, a));
+    assert_eq!(meeting.browsers[c].broken_frames, 0);
+}
+
 /// The layer of `origin`'s camera that `receiver` gets now.
 fn camera_layer(meeting: &Meeting, receiver: usize, origin: usize) -> Option<Option<String>> {
     let (receiver, origin) = (meeting.browsers[receiver].id, meeting.browsers[origin].id);

@@ -134,6 +134,23 @@ impl Peer {
             .collect()
     }
 
+    /// The simulcast layers of each published video track that arrive now (a packet within
+    /// `LAYER_FLOWING`): (m-line, layers). A browser sends only the layers its encoder can
+    /// make: Chromium makes no top layer from a small camera and drops layers its uplink
+    /// cannot carry, whatever it was asked.
+    pub fn flowing_layers(&self, now: Instant) -> Vec<(Mid, Vec<LayerId>)> {
+        let video = self.tracks_in.iter().filter(|track| track.source != MediaSource::Microphone);
+        video
+            .map(|track| {
+                let flowing = track
+                    .layers
+                    .iter()
+                    .filter(|rate| rate.seen.is_some_and(|seen| now.saturating_duration_since(seen) < LAYER_FLOWING));
+                (track.mid, flowing.map(|rate| rate.id).collect())
+            })
+            .collect()
+    }
+
     /// The simulcast layers this browser negotiated for its camera, lowest first (empty
     /// without simulcast).
     pub fn camera_rids(&self) -> Vec<str0m::media::Rid> {
@@ -144,11 +161,12 @@ impl Peer {
     /// Chooses the layer of every video track this browser receives, within its bandwidth
     /// estimate (less what audio takes). `demand` says how the page shows a track and what
     /// its layers cost; `None` leaves the track alone (not yet known).
-    pub fn select_layers(
+    pub fn select_layers<'a>(
         &mut self,
         now: Instant,
         initial_estimate: u64,
         mut demand: impl FnMut(ParticipantId, Mid, MediaSource) -> Option<Demand>,
+        flowing: impl Fn(ParticipantId, Mid) -> Option<&'a [LayerId]>,
     ) -> Allocation {
         let audio = self
             .tracks_out
@@ -183,8 +201,25 @@ impl Peer {
         }
         let allocation = crate::layers::allocate(budget, &demands, self.link.clear(now));
         self.link.set_floored(now, allocation.floored);
-        for (index, want) in indexes.into_iter().zip(&allocation.wants) {
-            self.tracks_out[index].forwarder.set_want(*want);
+        for ((index, want), wanted) in indexes.into_iter().zip(&allocation.wants).zip(&demands) {
+            let track = &mut self.tracks_out[index];
+            track.chosen = *want;
+            // A chosen layer that does not arrive (not resumed yet, or one the publisher's
+            // browser does not make) would leave the receiver waiting for its keyframe: it
+            // gets the best lower layer that flows until the chosen one does.
+            let forwarded = match *want {
+                Want::Layer(Some(chosen)) => {
+                    let flowing = flowing(track.origin, track.origin_mid);
+                    let below = wanted.layers.iter().map(|layer| layer.id).take_while(|id| *id != Some(chosen));
+                    let arrives = |id: &LayerId| flowing.is_some_and(|layers| layers.contains(id));
+                    match arrives(&Some(chosen)) {
+                        true => *want,
+                        false => below.filter(arrives).last().map_or(*want, Want::Layer),
+                    }
+                }
+                other => other,
+            };
+            track.forwarder.set_want(forwarded);
         }
         // Probe for what the receiver would take on an open link. No padding beyond what is
         // sent: on a thin link sustained padding would only fill the bottleneck's queue.
@@ -206,12 +241,17 @@ impl Peer {
         }
     }
 
-    /// The layers of others' tracks this browser gets or waits for: (publisher, m-line, layer).
+    /// The layers of others' tracks this browser gets, waits for or was chosen (publisher,
+    /// m-line, layer): the publisher is asked to send all of them.
     pub fn layers_in_use(&self) -> impl Iterator<Item = (ParticipantId, Mid, LayerId)> + '_ {
         self.tracks_out.iter().filter(|track| !track.gone).flat_map(|track| {
             let current = track.forwarder.current();
             let awaited = track.forwarder.awaiting_keyframe();
-            current.into_iter().chain(awaited).map(move |layer| (track.origin, track.origin_mid, layer))
+            let chosen = match track.chosen {
+                Want::Layer(layer) if track.forwarder.want() != Want::Nothing => Some(layer),
+                _ => None,
+            };
+            current.into_iter().chain(awaited).chain(chosen).map(move |layer| (track.origin, track.origin_mid, layer))
         })
     }
 
@@ -267,6 +307,7 @@ impl Peer {
         let source = track.source;
         if let Some(rate) = track.layers.iter_mut().find(|rate| rate.id == layer) {
             rate.bytes += packet.payload.len() as u64;
+            rate.seen = Some(packet.timestamp);
         }
         let pt = packet.header.payload_type;
         let params = match self.payload_params.iter().find(|params| params.pt() == pt) {
