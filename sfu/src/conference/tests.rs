@@ -265,10 +265,10 @@ fn a_layer_pauses_only_after_nobody_received_it_for_a_while() {
     for _ in 0..4 {
         meeting.command(layout(true));
         meeting.run_until(Duration::from_secs(3), |m| {
-            if let Some(Some(rid)) = camera_layer(m, b, a).filter(|rid| rid.as_deref() != Some("q")) {
-                if !stage_layers.contains(&rid) {
-                    stage_layers.push(rid);
-                }
+            if let Some(Some(rid)) = camera_layer(m, b, a).filter(|rid| rid.as_deref() != Some("q"))
+                && !stage_layers.contains(&rid)
+            {
+                stage_layers.push(rid);
             }
             false
         });
