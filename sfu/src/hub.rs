@@ -11,6 +11,7 @@ use lienthong_config::Room as RoomConfig;
 use tokio::sync::mpsc;
 
 use crate::conference::{Command, Conference, Input, MediaSettings, Output, Signal};
+use crate::load::LoadMeter;
 use crate::net::{Datagram, MediaPort};
 use crate::protocol::{ParticipantId, ServerMessage};
 use crate::room::RoomSummary;
@@ -63,8 +64,13 @@ impl Hub {
 
     /// Runs until the command channel closes or a shutdown command arrives.
     pub async fn run(mut self, mut commands: mpsc::Receiver<HubCommand>, mut datagrams: mpsc::Receiver<Datagram>) {
+        let mut load = LoadMeter::new(Instant::now());
         loop {
             let deadline = self.flush();
+            if let Some(busy) = load.stop(Instant::now()) {
+                self.conference.handle_input(Instant::now(), Input::Load(busy));
+                continue;
+            }
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(HubCommand::Core(Command::Shutdown)) | None => break,
@@ -82,6 +88,7 @@ impl Hub {
                     self.conference.handle_input(Instant::now(), Input::Timeout);
                 }
             }
+            load.start();
         }
         self.conference.handle_input(Instant::now(), Input::Command(Command::Shutdown));
         self.flush();

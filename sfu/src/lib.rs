@@ -19,6 +19,7 @@ mod ice;
 mod layers;
 mod limits;
 mod listener;
+mod load;
 mod metrics;
 mod net;
 mod origin;

@@ -58,6 +58,13 @@ impl ConferenceMetrics {
         *total += switches;
     }
 
+    /// How busy the media core's thread was in the last second, and the video budget it
+    /// leaves receivers (percent of their estimates).
+    pub fn load(&mut self, busy: f32, budget_percent: u64) {
+        gauge!("lienthong_conference_media_busy_ratio").set(f64::from(busy));
+        gauge!("lienthong_conference_video_budget_percent").set(budget_percent as f64);
+    }
+
     /// A room's forwarded packets and bytes (all sources) and layer switches so far.
     pub fn room_totals(&self, room: &str) -> (Forwarded, u64) {
         let mut forwarded = Forwarded::default();

@@ -32,6 +32,17 @@ impl Conference {
     /// Measures the publishers' layers, chooses every receiver's layers, and tells browsers
     /// about audio-only mode and which camera layers to send.
     pub(super) fn select_layers(&mut self, now: Instant) {
+        if let Some(busy) = self.busy.take() {
+            let budget = crate::load::next_budget(self.video_budget, busy);
+            if budget < self.video_budget && self.video_budget == 100 {
+                tracing::warn!(busy, "media core overloaded: lowering every receiver's video");
+            } else if budget == 100 && self.video_budget < 100 {
+                tracing::info!(busy, "media core no longer overloaded: video budgets back to the estimates");
+            }
+            self.video_budget = budget;
+            self.metrics.load(busy, budget);
+        }
+        let video_budget = self.video_budget;
         let mut published: HashMap<(ParticipantId, Mid), Vec<Layer>> = HashMap::new();
         let mut flowing: HashMap<(ParticipantId, Mid), Vec<LayerId>> = HashMap::new();
         let mut cameras: HashSet<ParticipantId> = HashSet::new();
@@ -64,6 +75,7 @@ impl Conference {
             let allocation = peer.select_layers(
                 now,
                 INITIAL_ESTIMATE,
+                video_budget,
                 |origin, mid, source| {
                     let layers = published.get(&(origin, mid))?;
                     let position = |list: &[ParticipantId]| list.iter().position(|listed| *listed == origin);

@@ -50,6 +50,9 @@ pub(crate) enum Input {
     Command(Command),
     /// Time passed; nothing else happened.
     Timeout,
+    /// The share of the last second the driver's thread spent busy on the core
+    /// (`crate::load`).
+    Load(f32),
 }
 
 /// From the signaling side (or the operator) to the core.
@@ -157,6 +160,11 @@ pub(crate) struct Conference {
     now: Instant,
     next_speaker_tick: Instant,
     next_layer_tick: Instant,
+    /// The driver's last report of how busy it is, not yet acted on.
+    busy: Option<f32>,
+    /// Every receiver's video budget, in percent of its estimate: below 100 while the
+    /// driver's thread is overloaded (`crate::load`).
+    video_budget: u64,
     /// Sessions may have work: set by every input, cleared when `poll_output` drove them.
     pending: bool,
     outputs: VecDeque<Output>,
@@ -174,6 +182,8 @@ impl Conference {
             now,
             next_speaker_tick: now + SPEAKER_TICK,
             next_layer_tick: now + LAYER_TICK,
+            busy: None,
+            video_budget: 100,
             pending: false,
             outputs: VecDeque::new(),
         };
@@ -191,6 +201,7 @@ impl Conference {
             Input::Datagram(datagram) => self.handle_datagram(now, datagram),
             Input::Command(command) => self.handle_command(now, command),
             Input::Timeout => {}
+            Input::Load(busy) => self.busy = Some(busy),
         }
     }
 

@@ -348,6 +348,50 @@ fn a_receiver_gets_the_best_layer_that_arrives_when_the_chosen_one_does_not() {
     assert_eq!(meeting.browsers[c].broken_frames, 0);
 }
 
+/// A hub thread that cannot keep up (the driver reports it busy most of each second) makes
+/// every receiver's video budget shrink, so fewer packets are forwarded instead of
+/// datagrams being dropped at random; once it has room again the budgets grow back.
+#[test]
+fn an_overloaded_core_lowers_every_receivers_video_and_recovers() {
+    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
+    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
+    let b = meeting.join("giao-ban", "Huyện A", "246810");
+    meeting.publish_layers(a, &["q", "h", "f"]);
+    meeting.publish(b);
+    meeting.run_until(Duration::from_secs(1), |m| m.conference.members[&m.browsers[b].id].peer.is_some());
+    let id_b = meeting.browsers[b].id;
+    meeting
+        .conference
+        .members
+        .get_mut(&id_b)
+        .and_then(|member| member.peer.as_mut())
+        .expect("B's session")
+        .pin_estimate(1_200_000);
+    let top = meeting.run_until(Duration::from_secs(10), |m| camera_layer(m, b, a) == Some(Some("f".into())));
+    assert!(top, "B did not get A's top layer: {:?}", camera_layer(&meeting, b, a));
+
+    let mut layers = Vec::new();
+    for _ in 0..8 {
+        meeting.conference.handle_input(meeting.now, Input::Load(0.97));
+        meeting.run_until(Duration::from_secs(1), |_| false);
+        layers.push(camera_layer(&meeting, b, a).flatten());
+    }
+    assert_eq!(meeting.conference.video_budget, crate::load::MIN_BUDGET_PERCENT);
+    assert_eq!(layers.last(), Some(&Some("q".into())), "B's layers while overloaded: {layers:?}");
+    let frames = meeting.browsers[b].frames_from(meeting.browsers[a].id, MediaKind::Video);
+    meeting.run_until(Duration::from_secs(1), |_| false);
+    assert!(meeting.browsers[b].frames_from(meeting.browsers[a].id, MediaKind::Video) > frames, "video stopped");
+
+    for _ in 0..12 {
+        meeting.conference.handle_input(meeting.now, Input::Load(0.3));
+        meeting.run_until(Duration::from_secs(1), |_| false);
+    }
+    assert_eq!(meeting.conference.video_budget, 100);
+    let back = meeting.run_until(Duration::from_secs(10), |m| camera_layer(m, b, a) == Some(Some("f".into())));
+    assert!(back, "B's video did not come back up: {:?}", camera_layer(&meeting, b, a));
+    assert_eq!(meeting.browsers[b].broken_frames, 0);
+}
+
 /// The layer of `origin`'s camera that `receiver` gets now.
 fn camera_layer(meeting: &Meeting, receiver: usize, origin: usize) -> Option<Option<String>> {
     let (receiver, origin) = (meeting.browsers[receiver].id, meeting.browsers[origin].id);

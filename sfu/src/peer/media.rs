@@ -159,12 +159,14 @@ impl Peer {
     }
 
     /// Chooses the layer of every video track this browser receives, within its bandwidth
-    /// estimate (less what audio takes). `demand` says how the page shows a track and what
+    /// estimate (less what audio takes), or `budget_percent` of it while the server is
+    /// overloaded. `demand` says how the page shows a track and what
     /// its layers cost; `None` leaves the track alone (not yet known).
     pub fn select_layers<'a>(
         &mut self,
         now: Instant,
         initial_estimate: u64,
+        budget_percent: u64,
         mut demand: impl FnMut(ParticipantId, Mid, MediaSource) -> Option<Demand>,
         flowing: impl Fn(ParticipantId, Mid) -> Option<&'a [LayerId]>,
     ) -> Allocation {
@@ -184,7 +186,7 @@ impl Peer {
             _ => estimate,
         };
         self.budget_estimate = Some(smoothed);
-        let budget = (smoothed * 90 / 100).saturating_sub(audio as u64 * AUDIO_BITRATE);
+        let budget = (smoothed * 90 / 100 * budget_percent / 100).saturating_sub(audio as u64 * AUDIO_BITRATE);
         let mut indexes = Vec::new();
         let mut demands = Vec::new();
         for (index, track) in self.tracks_out.iter().enumerate() {
