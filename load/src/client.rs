@@ -33,12 +33,17 @@ pub struct Publication {
     pub video: Option<VideoShape>,
     /// Send three layers (quarter, half, full) with rids instead of one.
     pub simulcast: bool,
+    /// List the simulcast layers highest first in the offer, as Janus's demos do (Janus reads
+    /// the first rid as the highest layer); otherwise lowest first, as lienthong's page does
+    /// and its server expects (`docs/signaling.md`).
+    pub highest_first: bool,
     /// Microphone audio at this bitrate, if any.
     pub audio_bitrate: Option<u32>,
 }
 
 impl Publication {
-    pub const NOTHING: Publication = Publication { video: None, simulcast: false, audio_bitrate: None };
+    pub const NOTHING: Publication =
+        Publication { video: None, simulcast: false, highest_first: false, audio_bitrate: None };
 
     pub fn publishes(&self) -> bool {
         self.video.is_some() || self.audio_bitrate.is_some()
@@ -124,11 +129,12 @@ impl MediaClient {
             audio_mid = Some(change.add_media(MediaKind::Audio, Direction::SendOnly, Some(stream.clone()), None, None));
         }
         if self.publication.video.is_some() {
-            let simulcast = self.publication.simulcast.then(|| Simulcast {
-                // Listed high to low, as browsers and Janus's demos do (Janus reads the
-                // first rid as the highest layer).
-                send: SIMULCAST_RIDS.iter().rev().map(|rid| SimulcastLayer::new(rid)).collect(),
-                recv: Vec::new(),
+            let simulcast = self.publication.simulcast.then(|| {
+                let mut send: Vec<SimulcastLayer> = SIMULCAST_RIDS.iter().map(|rid| SimulcastLayer::new(rid)).collect();
+                if self.publication.highest_first {
+                    send.reverse();
+                }
+                Simulcast { send, recv: Vec::new() }
             });
             video_mid = Some(change.add_media(MediaKind::Video, Direction::SendOnly, Some(stream), None, simulcast));
         }

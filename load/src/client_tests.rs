@@ -51,7 +51,12 @@ fn run(publication: Publication, seconds: u64) -> (Counters, Counters) {
 
 #[test]
 fn a_receiver_gets_every_packet_the_publisher_sends() {
-    let publication = Publication { video: Some(VideoShape::P360), simulcast: false, audio_bitrate: Some(32_000) };
+    let publication = Publication {
+        video: Some(VideoShape::P360),
+        simulcast: false,
+        highest_first: false,
+        audio_bitrate: Some(32_000),
+    };
     let (sent, received) = run(publication, 4);
     assert_eq!(received.streams.len(), 2, "audio and video");
     let video = received.streams.iter().find(|stream| stream.video).expect("video");
@@ -66,7 +71,8 @@ fn a_receiver_gets_every_packet_the_publisher_sends() {
 
 #[test]
 fn simulcast_sends_three_layers_with_rids() {
-    let publication = Publication { video: Some(VideoShape::P360), simulcast: true, audio_bitrate: None };
+    let publication =
+        Publication { video: Some(VideoShape::P360), simulcast: true, highest_first: false, audio_bitrate: None };
     let (sent, received) = run(publication, 3);
     let mut layers: Vec<u64> =
         received.streams.iter().filter(|stream| stream.video).map(|stream| stream.packets).collect();
@@ -75,4 +81,18 @@ fn simulcast_sends_three_layers_with_rids() {
     assert_eq!(layers.iter().sum::<u64>(), sent.sent_video);
     // Quarter and half size fit a frame in one packet; the full layer needs three.
     assert!(layers[2] > 2 * layers[1], "{layers:?}");
+}
+
+/// lienthong's server takes the offer's simulcast layers lowest first, as its page lists
+/// them; Janus reads the first as the highest.
+#[test]
+fn simulcast_layers_are_offered_in_the_order_each_server_reads() {
+    for (highest_first, order) in [(false, "q;h;f"), (true, "f;h;q")] {
+        let publication =
+            Publication { video: Some(VideoShape::P360), simulcast: true, highest_first, audio_bitrate: None };
+        let address: SocketAddr = PUBLISHER.parse().unwrap();
+        let start = Instant::now();
+        let offer = MediaClient::new(1, address, publication, start).unwrap().offer(start).unwrap();
+        assert!(offer.contains(&format!("a=simulcast:send {order}")), "{offer}");
+    }
 }

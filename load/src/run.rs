@@ -84,8 +84,12 @@ impl Site {
 
 impl Plan {
     fn sites(&self) -> Vec<Site> {
-        let video =
-            Publication { video: Some(self.video), simulcast: self.simulcast, audio_bitrate: Some(self.audio_bitrate) };
+        let video = Publication {
+            video: Some(self.video),
+            simulcast: self.simulcast,
+            highest_first: matches!(self.target, Target::Janus(_)),
+            audio_bitrate: Some(self.audio_bitrate),
+        };
         let audio = Publication { audio_bitrate: Some(self.audio_bitrate), ..Publication::NOTHING };
         let receives = self.publishers_receive;
         let muted = self.mute_audio_only;
