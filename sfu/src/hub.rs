@@ -77,6 +77,7 @@ impl Hub {
                     Some(command) => self.command(command),
                 },
                 Some(datagram) = datagrams.recv() => {
+                    load.queued(datagrams.len());
                     self.conference.handle_input(Instant::now(), Input::Datagram(datagram));
                     // Take what else arrived before polling the sessions.
                     for _ in 0..DATAGRAM_BATCH {

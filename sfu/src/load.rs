@@ -1,9 +1,10 @@
 //! Load management for the media core, as Jitsi's bridge has it: when the hub's thread
 //! cannot keep up with what the rooms ask it to forward, datagrams wait in its queue and
 //! are dropped, and every receiver's pictures break at random. Instead the core is told how
-//! busy the hub's thread was, and while it stays near saturation every receiver's video
-//! budget shrinks (lower simulcast layers, fewer packets to forward), then grows back once
-//! there is room again.
+//! busy the hub's thread was (its own CPU time, or fully busy when datagrams piled up in
+//! its queue), and while it stays near saturation every receiver's video budget shrinks
+//! (lower simulcast layers, fewer packets to forward), then grows back once there is room
+//! again.
 
 use std::time::{Duration, Instant};
 
@@ -22,11 +23,17 @@ pub(crate) struct LoadMeter {
     window_start: Instant,
     busy: Duration,
     started: Option<Duration>,
+    /// Datagrams waited in the hub's queue beyond `BACKLOG` in this window.
+    behind: bool,
 }
+
+/// Datagrams waiting in the hub's queue (4,096 deep) that mean it is behind: a thread
+/// that other processes keep from running is as overloaded as one busy all the time.
+pub(crate) const BACKLOG: usize = 1024;
 
 impl LoadMeter {
     pub fn new(now: Instant) -> Self {
-        LoadMeter { window_start: now, busy: Duration::ZERO, started: None }
+        LoadMeter { window_start: now, busy: Duration::ZERO, started: None, behind: false }
     }
 
     /// The hub woke up.
@@ -34,8 +41,13 @@ impl LoadMeter {
         self.started = thread_cpu_time();
     }
 
-    /// The hub is about to wait again. Returns the share of the last second it was busy,
-    /// once a second has passed.
+    /// The hub found this many datagrams waiting when it woke.
+    pub fn queued(&mut self, datagrams: usize) {
+        self.behind |= datagrams > BACKLOG;
+    }
+
+    /// The hub is about to wait again. Returns the share of the last second it was busy
+    /// (1.0 if datagrams piled up in its queue), once a second has passed.
     pub fn stop(&mut self, now: Instant) -> Option<f32> {
         if let (Some(start), Some(end)) = (self.started.take(), thread_cpu_time()) {
             self.busy += end.saturating_sub(start);
@@ -45,8 +57,10 @@ impl LoadMeter {
             return None;
         }
         let share = self.busy.as_secs_f32() / elapsed.as_secs_f32();
+        let share = if self.behind { share.max(1.0) } else { share };
         self.window_start = now;
         self.busy = Duration::ZERO;
+        self.behind = false;
         Some(share)
     }
 }
@@ -94,6 +108,14 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_secs(1));
         // Spinning counts (a loaded test machine takes some of it away), sleeping does not.
         assert!((0.05..=1.0).contains(&share), "busy share {share}");
+
+        let mut behind = LoadMeter::new(Instant::now());
+        behind.queued(BACKLOG);
+        behind.queued(BACKLOG + 1);
+        std::thread::sleep(Duration::from_millis(1010));
+        assert_eq!(behind.stop(Instant::now()), Some(1.0), "a piled-up queue is full load");
+        std::thread::sleep(Duration::from_millis(1010));
+        assert!(behind.stop(Instant::now()).is_some_and(|share| share < 0.05), "the next window starts afresh");
 
         let mut idle = LoadMeter::new(Instant::now());
         idle.start();
