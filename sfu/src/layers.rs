@@ -56,7 +56,7 @@ pub(crate) struct Demand {
 
 /// Going above the current layer needs this much more budget than the layer costs, in
 /// percent.
-const UPGRADE_HEADROOM: u64 = 125;
+pub(crate) const UPGRADE_HEADROOM: u64 = 125;
 /// A flowing layer is kept while it costs up to this share of the budget left, in percent.
 const KEEP_TOLERANCE: u64 = 115;
 

@@ -92,6 +92,8 @@ pub struct Meeting {
     next_id: ParticipantId,
     /// Drops every n-th media-sized datagram to and from these browser addresses.
     pub lossy: Vec<(SocketAddr, u64)>,
+    /// The lossy links eat small datagrams too (audio, RTCP, STUN): set once sessions run.
+    pub lossy_any_size: bool,
     pub datagrams_seen: u64,
     /// Times the core asked to be woken again within a millisecond (what the hub's driver
     /// turns into a wake-up of at least a millisecond each).
@@ -118,6 +120,7 @@ impl Meeting {
             browsers: Vec::new(),
             next_id: 1,
             lossy: Vec::new(),
+            lossy_any_size: false,
             datagrams_seen: 0,
             prompt_wakeups: 0,
             status: Vec::new(),
@@ -293,7 +296,7 @@ impl Meeting {
     /// ICE and DTLS still come up.
     fn loses(&mut self, address: SocketAddr, size: usize) -> bool {
         let Some((_, every)) = self.lossy.iter().find(|(lossy, _)| *lossy == address) else { return false };
-        if size < 300 {
+        if size < 300 && !self.lossy_any_size {
             return false;
         }
         self.datagrams_seen += 1;

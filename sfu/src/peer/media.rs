@@ -8,7 +8,7 @@ use str0m::media::{MediaKind, Mid};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 
 use super::*;
-use crate::layers::{Allocation, Demand, Layer, NOMINAL_BITRATES, NOMINAL_SINGLE_LAYER};
+use crate::layers::{Allocation, Demand, Layer, NOMINAL_BITRATES, NOMINAL_SINGLE_LAYER, Priority, UPGRADE_HEADROOM};
 
 impl Peer {
     /// Writes a packet from `origin` to the matching outgoing track, rewritten for this
@@ -175,18 +175,6 @@ impl Peer {
             .iter()
             .filter(|track| track.kind == MediaKind::Audio && !track.gone && track.forwarder.want() != Want::Nothing)
             .count();
-        // Follow a falling estimate at once, a rising one over a few rounds: BWE overshoots
-        // after probes, and a layer chosen on an overshoot only floods a thin link.
-        let estimate = self.estimate.unwrap_or(initial_estimate);
-        let smoothed = match self.budget_estimate {
-            // A link that loses packets holds its rate: see `LinkHealth::lossy`.
-            Some(previous) if estimate > previous && self.link.lossy(now) => previous,
-            // At most 8% a round (500 ms): doubling takes about five seconds.
-            Some(previous) if estimate > previous => estimate.min(previous + previous.max(50_000) * 8 / 100),
-            _ => estimate,
-        };
-        self.budget_estimate = Some(smoothed);
-        let budget = (smoothed * 90 / 100 * budget_percent / 100).saturating_sub(audio as u64 * AUDIO_BITRATE);
         let mut indexes = Vec::new();
         let mut demands = Vec::new();
         for (index, track) in self.tracks_out.iter().enumerate() {
@@ -201,6 +189,30 @@ impl Peer {
                 demands.push(wanted);
             }
         }
+        // Follow a falling estimate at once, a rising one over a few rounds: BWE overshoots
+        // after probes, and a layer chosen on an overshoot only floods a thin link.
+        let estimate = self.estimate.unwrap_or(initial_estimate);
+        // What starting the cheapest visible picture needs of the estimate: on a lossy link
+        // the budget rises to this, when the estimate allows it, and no further.
+        let one_picture = demands
+            .iter()
+            .filter(|wanted| wanted.priority != Priority::Off)
+            .filter_map(|wanted| wanted.layers.first())
+            .map(|layer| ((layer.bitrate * UPGRADE_HEADROOM / 100 + audio as u64 * AUDIO_BITRATE) * 100).div_ceil(90))
+            .min();
+        let smoothed = match self.budget_estimate {
+            // A link that loses packets holds its rate (see `LinkHealth::lossy`), but not
+            // below one picture: held at the first dip of the call, a district line with 5%
+            // random loss stayed audio-only for good while its estimate came back.
+            Some(previous) if estimate > previous && self.link.lossy(now) => {
+                previous.max(one_picture.unwrap_or(0).min(estimate))
+            }
+            // At most 8% a round (500 ms): doubling takes about five seconds.
+            Some(previous) if estimate > previous => estimate.min(previous + previous.max(50_000) * 8 / 100),
+            _ => estimate,
+        };
+        self.budget_estimate = Some(smoothed);
+        let budget = (smoothed * 90 / 100 * budget_percent / 100).saturating_sub(audio as u64 * AUDIO_BITRATE);
         let allocation = crate::layers::allocate(budget, &demands, self.link.clear(now));
         self.link.set_floored(now, allocation.floored);
         for ((index, want), wanted) in indexes.into_iter().zip(&allocation.wants).zip(&demands) {
