@@ -328,7 +328,10 @@ async function waitForCameras(pages, browserIds, expected, what) {
     missing.forEach((ids, index) => { if (ids.length === 0 && !complete[index]) complete[index] = growth[index]; });
     if (complete.every(Boolean)) return complete;
     const audioOnly = await Promise.all(pages.map((page) => page.evaluate(() => window.lienthong.state.audioOnly)));
-    const pending = missing.map((ids, index) => !complete[index] && `page ${index + 1}${audioOnly[index] ? ' (audio-only now)' : ''} lacks ${ids}`).filter(Boolean);
+    const counters = await Promise.all(pages.map(receiveCounters));
+    // Each missing camera with the video packets and decoded frames it delivered so far.
+    const pending = missing.map((ids, index) => !complete[index] && `page ${index + 1}${audioOnly[index] ? ' (audio-only now)' : ''} lacks `
+      + ids.map((id) => `${id} (${(counters[index][id] || {}).videoPackets || 0} packets, ${(counters[index][id] || {}).framesDecoded || 0} frames)`).join(', ')).filter(Boolean);
     if (process.env.DEBUG_MEETING12) console.log(what, pending.join('; '));
     throw new Error(pending.join('; '));
   }, 90000, 0);
@@ -336,11 +339,13 @@ async function waitForCameras(pages, browserIds, expected, what) {
 
 /**
  * The load tool's report. It counts only its own nine sites in `streams_expected` (8
- * cameras and 3 microphones each) and sums its streams over all clients, so the test
- * works out what its sites should get in this room: `cameras` each (the Chromium ones
- * included) and, of the room's loudest microphones `loudest`, every one but their own.
- * A load site that misses a camera falls below that count; the cap of what a site can get
- * (every camera and LOUDEST_AUDIO microphones) bounds it from above.
+ * cameras and 3 microphones each) and sums the streams that delivered packets while it
+ * measured over all its clients, so the test works out what its sites should get at least
+ * in this room: `cameras` each (the Chromium ones included) and, of the room's loudest
+ * microphones `loudest`, every one but their own. A load site that misses a camera falls
+ * below that count unless another stream makes up for it: a speaker change during the
+ * window moves a camera into last-N and the loudest microphones around, so the sum has no
+ * upper bound to check against.
  */
 function checkReport(report, browserIds, cameras, loudest) {
   if (process.env.DEBUG_MEETING12) console.log(JSON.stringify(report));
@@ -351,9 +356,8 @@ function checkReport(report, browserIds, cameras, loudest) {
   const loudLoadSites = loudest.filter((id) => !browserIds.includes(id)).length;
   const microphones = LOAD_SITES * loudest.length - loudLoadSites;
   const least = LOAD_SITES * cameras + microphones;
-  const most = LOAD_SITES * (cameras + LOUDEST_AUDIO);
-  assert.ok(report.streams_measured >= least && report.streams_measured <= most,
-    `the load sites received ${report.streams_measured} streams, expected ${least} (${cameras} cameras each, ${microphones} microphones in all)`);
+  assert.ok(report.streams_measured >= least,
+    `the load sites received ${report.streams_measured} streams, expected at least ${least} (${cameras} cameras each, ${microphones} microphones in all)`);
 }
 
 const figures = (report) => `load tool: streams ${report.streams_measured} measured (its own count of its sites' streams: ${report.streams_expected}), `
