@@ -3,7 +3,8 @@
 // network namespace behind a router namespace that shapes the download to 300 kbit/s with
 // `tc tbf`, drops 5% of it with iptables `statistic --mode random` and delays it by 40 ms
 // through NFQUEUE (`delay-queue.py`; this kernel has no sch_netem). The shaping is on the
-// router, never on the SFU's own interface.
+// router, never on the SFU's own interface. The second test puts two such publishers in
+// the room (issue 9's report).
 //
 // Needs root (network namespaces); CI runs as root. Run: tests/browser/run.sh.
 
@@ -59,13 +60,37 @@ function setUpNetwork() {
   inNs(ns.client, 'ip', 'route', 'add', 'default', 'via', '10.77.1.1');
   // 300 kbit/s towards the district, 5% of it lost, 40 ms late. The drop rule stays first:
   // a packet NFQUEUE accepts leaves the chain.
-  inNs(ns.router, 'tc', 'qdisc', 'add', 'dev', `${tag}rc`, 'root', 'tbf', 'rate', '300kbit', 'burst', '6kb', 'latency', '200ms');
+  inNs(ns.router, 'tc', 'qdisc', 'add', 'dev', `${tag}rc`, 'root', 'tbf', ...THIN_TBF);
   inNs(ns.router, 'iptables', '-A', 'FORWARD', '-o', `${tag}rc`, '-j', 'NFQUEUE', '--queue-num', '7');
   setLoss(true);
 }
 
 const LOSS_RULE = ['FORWARD', '-o', `${tag}rc`, '-m', 'statistic', '--mode', 'random', '--probability', '0.05', '-j', 'DROP'];
 const setLoss = (on) => (on ? inNs(ns.router, 'iptables', '-I', ...LOSS_RULE.slice(0, 1), '1', ...LOSS_RULE.slice(1)) : inNs(ns.router, 'iptables', '-D', ...LOSS_RULE));
+const THIN_TBF = ['rate', '300kbit', 'burst', '6kb', 'latency', '200ms'];
+
+// The district's link as `setUpNetwork` made it, with the bottleneck's counters at zero,
+// whatever an earlier test left: the 300 kbit/s queue made anew, the loss rule once.
+function resetThinLink() {
+  inNs(ns.router, 'tc', 'qdisc', 'del', 'dev', `${tag}rc`, 'root');
+  inNs(ns.router, 'tc', 'qdisc', 'add', 'dev', `${tag}rc`, 'root', 'tbf', ...THIN_TBF);
+  try { inNs(ns.router, 'iptables', '-C', ...LOSS_RULE); } catch { setLoss(true); }
+}
+
+// The bottleneck's own counters (`tc -s qdisc show`): what left the 300 kbit/s queue and
+// what it dropped because the queue was full (the 5% random loss happens before it, in
+// iptables, and is not counted here).
+function bottleneck() {
+  const text = String(inNs(ns.router, 'tc', '-s', 'qdisc', 'show', 'dev', `${tag}rc`));
+  const counters = /Sent (\d+) bytes (\d+) pkt \(dropped (\d+)/.exec(text);
+  assert.ok(counters, `no tbf counters in: ${text}`);
+  return { bytes: Number(counters[1]), packets: Number(counters[2]), dropped: Number(counters[3]) };
+}
+const droppedShare = (from, to) => {
+  const dropped = to.dropped - from.dropped;
+  const offered = to.packets - from.packets + dropped;
+  return { dropped, offered, share: offered > 0 ? dropped / offered : 0, kbps: ((to.bytes - from.bytes) * 8) / 1000 };
+};
 
 // Holds every packet towards the district 40 ms (tests/browser/delay-queue.py), and proves it
 // does before the test relies on it: the kernel's queue is bound once it prints "ready".
@@ -115,8 +140,8 @@ function launch(executablePath, extraArgs = []) {
   }).then((browser) => { browsers.push(browser); return browser; });
 }
 
-async function joinAs(browser, name, site) {
-  const context = await browser.newContext({ permissions: ['camera', 'microphone'], viewport: { width: 1280, height: 800 }, ignoreHTTPSErrors: true });
+async function joinAs(browser, name, site, viewport = { width: 1280, height: 800 }) {
+  const context = await browser.newContext({ permissions: ['camera', 'microphone'], viewport, ignoreHTTPSErrors: true });
   const page = await context.newPage();
   page.on('pageerror', (error) => console.error('page error:', error.message));
   await page.goto(`${baseUrl}/r/giao-ban`);
@@ -168,7 +193,7 @@ name = "giao-ban"
 title = "Họp giao ban UBND tỉnh"
 pin = "${PIN}"
 chair_pin = "135790"
-sites = ["UBND tỉnh", "Huyện A", "Huyện Bác Ái"]
+sites = ["UBND tỉnh", "Sở Y tế", "Huyện A", "Huyện Bác Ái"]
 max_participants = 50
 `;
   const configPath = join(workDir, 'lienthong.toml');
@@ -197,12 +222,83 @@ after(async () => {
   if (workDir) rmSync(workDir, { recursive: true, force: true });
 });
 
+// Closes the browsers an earlier test left open: its participants leave the room.
+async function closeBrowsers() {
+  for (const browser of browsers.splice(0)) await browser.close().catch(() => {});
+}
+
+// A 1280x720 camera (a y4m file made with ffmpeg) for Chromium's fake capture device.
+function camera720p() {
+  const y4m = join(workDir, 'camera-720p.y4m');
+  if (!existsSync(y4m)) run('ffmpeg', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=15', '-t', '2', '-pix_fmt', 'yuv420p', y4m);
+  return y4m;
+}
+
+// Chromium inside the district's namespace: a wrapper runs it there.
+function districtChromium() {
+  const wrapper = join(workDir, 'chromium-in-district');
+  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns.client} ${browserPath} "$@"\n`);
+  chmodSync(wrapper, 0o755);
+  return wrapper;
+}
+
 const statsOf = async (page, id) => (await page.evaluate(() => window.lienthong.receiveStats()))[id] || { framesDecoded: 0, frameWidth: 0 };
 
+// What a page receives from each of `ids` over `ms`, sampled every 100 ms: frames decoded,
+// the longest stretch between two samples that saw new frames (the longest freeze, to
+// within the sampling), the narrowest and widest picture and how many samples saw each
+// width, Chromium's own freeze count, the
+// share of audio concealed (Opus loss concealment) and the packets received.
+async function watchReception(page, ids, ms) {
+  return page.evaluate(async ({ ids, ms }) => {
+    const empty = { framesDecoded: 0, frameWidth: 0, concealedSamples: 0, totalSamplesReceived: 0, freezeCount: 0, totalFreezesDuration: 0, packetsReceived: 0 };
+    const sample = async () => {
+      const all = await window.lienthong.receiveStats();
+      return Object.fromEntries(ids.map((id) => [id, all[id] || empty]));
+    };
+    const first = await sample();
+    const startedAt = performance.now();
+    const watched = Object.fromEntries(ids.map((id) => [id, { lastNewFrame: startedAt, previous: first[id].framesDecoded, longestGapMs: 0, widest: first[id].frameWidth, narrowest: first[id].frameWidth || Infinity, widths: {} }]));
+    let last = first;
+    while (performance.now() - startedAt < ms) {
+      await new Promise((done) => setTimeout(done, 100));
+      last = await sample();
+      const now = performance.now();
+      for (const id of ids) {
+        const seen = watched[id];
+        const current = last[id];
+        seen.widest = Math.max(seen.widest, current.frameWidth);
+        if (current.frameWidth > 0) seen.narrowest = Math.min(seen.narrowest, current.frameWidth);
+        seen.widths[current.frameWidth] = (seen.widths[current.frameWidth] || 0) + 1;
+        if (current.framesDecoded > seen.previous) {
+          seen.longestGapMs = Math.max(seen.longestGapMs, now - seen.lastNewFrame);
+          seen.lastNewFrame = now;
+          seen.previous = current.framesDecoded;
+        }
+      }
+    }
+    const end = performance.now();
+    return Object.fromEntries(ids.map((id) => {
+      const seen = watched[id];
+      const samples = last[id].totalSamplesReceived - first[id].totalSamplesReceived;
+      return [id, {
+        frames: last[id].framesDecoded - first[id].framesDecoded,
+        longestGapMs: Math.round(Math.max(seen.longestGapMs, end - seen.lastNewFrame)),
+        widest: seen.widest,
+        narrowest: seen.narrowest === Infinity ? 0 : seen.narrowest,
+        widths: seen.widths,
+        freezes: last[id].freezeCount - first[id].freezeCount,
+        freezeSeconds: +(last[id].totalFreezesDuration - first[id].totalFreezesDuration).toFixed(2),
+        concealedShare: samples > 0 ? (last[id].concealedSamples - first[id].concealedSamples) / samples : 1,
+        packets: last[id].packetsReceived - first[id].packetsReceived,
+        audioOnly: window.lienthong.state.audioOnly,
+      }];
+    }));
+  }, { ids, ms });
+}
+
 test('a receiver behind a 300 kbit/s link with 5% loss decodes the lowest layer while an open link gets a high one, and its layer follows the link when it widens and narrows mid-call', { skip: !isRoot && 'needs root for network namespaces' }, async () => {
-  const y4m = join(workDir, 'camera-720p.y4m');
-  run('ffmpeg', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=15', '-t', '2', '-pix_fmt', 'yuv420p', y4m);
-  const hd = await launch(browserPath, [`--use-file-for-fake-video-capture=${y4m}`]);
+  const hd = await launch(browserPath, [`--use-file-for-fake-video-capture=${camera720p()}`]);
   const publisher = await joinAs(hd, 'Camera HD', 'UBND tỉnh');
   const publisherId = await publisher.evaluate(() => window.lienthong.state.me);
 
@@ -212,11 +308,7 @@ test('a receiver behind a 300 kbit/s link with 5% loss decodes the lowest layer 
   // several sites speak, is the layer selection's, tested in sfu/src/conference/tests.rs.)
   await open.click('#toggle-camera');
   await open.click('#toggle-microphone');
-  // Chromium inside the district's namespace: a wrapper runs it there.
-  const wrapper = join(workDir, 'chromium-in-district');
-  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns.client} ${browserPath} "$@"\n`);
-  chmodSync(wrapper, 0o755);
-  const thin = await joinAs(await launch(wrapper), 'Đường truyền yếu', 'Huyện Bác Ái');
+  const thin = await joinAs(await launch(districtChromium()), 'Đường truyền yếu', 'Huyện Bác Ái');
 
   const high = await waitFor('the open link to decode a high layer (>= 640 wide)', async () => {
     const current = await statsOf(open, publisherId);
@@ -239,43 +331,10 @@ test('a receiver behind a 300 kbit/s link with 5% loss decodes the lowest layer 
   }, 20000);
 
   // After the first 10 s (BWE settling), no freeze longer than 1 s: the page samples the
-  // frames decoded every 100 ms for 20 s, and the longest stretch between two samples that saw
-  // new frames is the longest freeze (to within the 100 ms sampling). Audio stays clear: the
-  // share of concealed samples (Opus loss concealment) over the same 20 s.
+  // frames decoded every 100 ms for 20 s (`watchReception`). Audio stays clear: the share of
+  // concealed samples (Opus loss concealment) over the same 20 s.
   await new Promise((done) => setTimeout(done, 10000));
-  const window20 = await thin.evaluate(async (id) => {
-    const sample = async () => (await window.lienthong.receiveStats())[id] || { framesDecoded: 0, frameWidth: 0, concealedSamples: 0, totalSamplesReceived: 0, freezeCount: 0, totalFreezesDuration: 0 };
-    const first = await sample();
-    const startedAt = performance.now();
-    let lastNewFrame = startedAt;
-    let previous = first.framesDecoded;
-    let longestGapMs = 0;
-    let widest = first.frameWidth;
-    let last = first;
-    while (performance.now() - startedAt < 20000) {
-      await new Promise((done) => setTimeout(done, 100));
-      last = await sample();
-      const now = performance.now();
-      widest = Math.max(widest, last.frameWidth);
-      if (last.framesDecoded > previous) {
-        longestGapMs = Math.max(longestGapMs, now - lastNewFrame);
-        lastNewFrame = now;
-        previous = last.framesDecoded;
-      }
-    }
-    longestGapMs = Math.max(longestGapMs, performance.now() - lastNewFrame);
-    const samples = last.totalSamplesReceived - first.totalSamplesReceived;
-    return {
-      frames: last.framesDecoded - first.framesDecoded,
-      longestGapMs: Math.round(longestGapMs),
-      widest,
-      freezes: last.freezeCount - first.freezeCount,
-      freezeSeconds: +(last.totalFreezesDuration - first.totalFreezesDuration).toFixed(2),
-      concealedShare: samples > 0 ? (last.concealedSamples - first.concealedSamples) / samples : 1,
-      packets: last.packetsReceived - first.packetsReceived,
-      audioOnly: window.lienthong.state.audioOnly,
-    };
-  }, publisherId);
+  const window20 = (await watchReception(thin, [publisherId], 20000))[publisherId];
   console.log(`thin link (300 kbit/s, 5% loss, 40 ms, rtt ${(rtt * 1000).toFixed(0)} ms): ${low.frameWidth}px, ${window20.frames} frames in 20 s, longest gap ${window20.longestGapMs} ms, Chromium freezes ${window20.freezes} (${window20.freezeSeconds} s), audio concealed ${(window20.concealedShare * 100).toFixed(1)}%, ${window20.packets} packets from the camera's site${window20.audioOnly ? ', in audio-only mode' : ''}; open link: ${high.frameWidth}px`);
   assert.ok(window20.widest <= 320, `the thin link got a ${window20.widest}px layer`);
   assert.ok(window20.frames >= 40, `the thin link decoded only ${window20.frames} frames in 20 s`);
@@ -299,4 +358,89 @@ test('a receiver behind a 300 kbit/s link with 5% loss decodes the lowest layer 
     return current.frameWidth > 0 && current.frameWidth <= 320 && current;
   }, 60000, 1000);
   console.log(`link change: up to ${up.frameWidth}px ${((narrowed - widened) / 1000).toFixed(0)} s after widening, down to ${down.frameWidth}px ${((Date.now() - narrowed) / 1000).toFixed(0)} s after narrowing`);
+});
+
+// Issue 9's report: two 720p publishers, and a Chromium behind 300 kbit/s with 5% loss
+// decoded no frame for 40 s while two thirds of what lienthong sent it died in the
+// bottleneck's queue. What the SFU is designed to do when both cameras' lowest layers do not
+// fit: each receiver's budget is 90% of its smoothed estimate less 32 kbit/s per forwarded
+// voice (sfu/src/peer/media.rs:169; on a link losing 2% or more the smoothed estimate does
+// not follow a rising one, :163). `allocate` (sfu/src/layers.rs:92) then gives the lowest
+// layer (150 kbit/s at most, as measured; a camera not yet flowing needs 25% more to start,
+// :105-109) to one visible camera after another, in the order large before thumbnail, then
+// the page's order (sfu/src/layers.rs:97, ranks from sfu/src/conference/layers.rs:61), which
+// lists the spotlight, then the active speaker, first (web/room.js:279). A camera the budget
+// does not reach gets no video (its tile keeps its last picture; it is not made a name tile,
+// which only last-N does); with none reached the receiver is in audio-only mode
+// (sfu/src/layers.rs:151). On the district's link (~300 kbit/s estimate: 206 kbit/s of
+// budget) that is the first camera listed at 320 px and the other paused, not both: so the
+// test asks that the camera the thin link gets most of keeps decoding (>= 2 frames/s, no
+// gap over 1.1 s), that any camera it gets at all does not freeze, and that both voices stay
+// clear. The 5% loss is not lost in the queue (iptables drops it before the qdisc), so the
+// queue's own drop counter is what measures lienthong sending more than the link carries.
+test('two 720p cameras towards a receiver behind a 300 kbit/s link with 5% loss: it keeps decoding the camera it shows first, hears both, and the bottleneck drops little, while an open link gets both cameras at >= 640 wide', { skip: !isRoot && 'needs root for network namespaces' }, async () => {
+  // A room of its own: the first test's participants leave, and the district's link is the
+  // 300 kbit/s, 5% loss one again, its queue's counters at zero.
+  await closeBrowsers();
+  resetThinLink();
+  const y4m = camera720p();
+  const first = await joinAs(await launch(browserPath, [`--use-file-for-fake-video-capture=${y4m}`]), 'Camera HD 1', 'UBND tỉnh');
+  const second = await joinAs(await launch(browserPath, [`--use-file-for-fake-video-capture=${y4m}`]), 'Camera HD 2', 'Sở Y tế');
+  const cameras = [await first.evaluate(() => window.lienthong.state.me), await second.evaluate(() => window.lienthong.state.me)];
+  // Both receivers only watch (camera and microphone off): what crosses the district's link
+  // is the two publishers' cameras and voices.
+  // The open site watches on a 1920x1080 screen: its four tiles are 470 px wide there, large
+  // enough for the page to ask for them large (web/room.js `reportLayout`: 400 px or more);
+  // at 1280 px they are 310 px thumbnails, which get the lowest layer by design.
+  const open = await joinAs(await launch(browserPath), 'Đường truyền tốt', 'Huyện A', { width: 1920, height: 1080 });
+  await open.click('#toggle-camera');
+  await open.click('#toggle-microphone');
+  const thin = await joinAs(await launch(districtChromium()), 'Đường truyền yếu', 'Huyện Bác Ái');
+  await thin.click('#toggle-camera');
+  await thin.click('#toggle-microphone');
+  const joined = Date.now();
+
+  const high = await waitFor('the open link to decode both cameras at >= 640 wide', async () => {
+    const all = await open.evaluate(() => window.lienthong.receiveStats());
+    return cameras.every((id) => all[id] && all[id].framesDecoded > 0 && all[id].frameWidth >= 640) && cameras.map((id) => all[id].frameWidth);
+  }, 60000);
+  // No waiting for the thin link's first frame (a receiver that never decodes one is the
+  // failure): 10 s after the open link has both cameras, BWE has settled on both links.
+  const sinceJoin = Date.now() - joined;
+  // After the first 10 s (BWE settling), 20 s watched on both pages at once, and what the
+  // bottleneck let through and dropped meanwhile.
+  await new Promise((done) => setTimeout(done, 10000));
+  const before = bottleneck();
+  const [thinWindow, openWindow] = await Promise.all([watchReception(thin, cameras, 20000), watchReception(open, cameras, 20000)]);
+  const after = bottleneck();
+  const view = await thin.evaluate(() => ({ speaker: window.lienthong.state.speaker, spotlight: window.lienthong.state.spotlight, layout: window.lienthong.state.layout, lastN: window.lienthong.state.lastN }));
+  const inWindow = droppedShare(before, after);
+  const whole = droppedShare({ bytes: 0, packets: 0, dropped: 0 }, after);
+  const wideShare = (seen) => Object.entries(seen.widths).reduce((wide, [width, count]) => wide + (Number(width) >= 640 ? count : 0), 0) / Object.values(seen.widths).reduce((all, count) => all + count, 0);
+  const describe = (id, seen) => `camera ${id}: ${seen.frames} frames, ${seen.narrowest}-${seen.widest}px (${(wideShare(seen) * 100).toFixed(0)}% of the time >= 640), longest gap ${seen.longestGapMs} ms, Chromium freezes ${seen.freezes} (${seen.freezeSeconds} s), audio concealed ${(seen.concealedShare * 100).toFixed(1)}%, ${seen.packets} packets`;
+  console.log(`two cameras, thin link (300 kbit/s, 5% loss, 40 ms), open link's cameras >= 640 ${(sinceJoin / 1000).toFixed(0)} s after the thin link joined; in 20 s: ${cameras.map((id) => describe(id, thinWindow[id])).join('; ')}${thinWindow[cameras[0]].audioOnly ? '; in audio-only mode' : ''}; page: ${JSON.stringify(view)}`);
+  console.log(`open link: first ${high.join('/')}px; in 20 s: ${cameras.map((id) => describe(id, openWindow[id])).join('; ')}`);
+  console.log(`bottleneck: in the 20 s ${inWindow.dropped} of ${inWindow.offered} packets dropped in the queue (${(inWindow.share * 100).toFixed(1)}%), ${(inWindow.kbps / 20).toFixed(0)} kbit/s through; whole call ${whole.dropped} of ${whole.offered} (${(whole.share * 100).toFixed(1)}%)`);
+  // The camera the thin link gets (the first its page lists) keeps going at the lowest layer...
+  const shown = cameras.reduce((best, id) => (thinWindow[id].frames > thinWindow[best].frames ? id : best));
+  assert.ok(thinWindow[shown].frames >= 40, `the thin link decoded only ${cameras.map((id) => thinWindow[id].frames).join(' and ')} frames of the two cameras in 20 s${thinWindow[shown].audioOnly ? ', in audio-only mode' : ''}`);
+  for (const id of cameras.filter((camera) => thinWindow[camera].frames > 0)) {
+    assert.ok(thinWindow[id].widest <= 320, `the thin link got a ${thinWindow[id].widest}px layer of camera ${id}`);
+    assert.ok(thinWindow[id].longestGapMs <= 1100, `the thin link's picture of camera ${id} froze for ${thinWindow[id].longestGapMs} ms`);
+  }
+  // ...both voices stay clear...
+  for (const id of cameras) {
+    assert.ok(thinWindow[id].concealedShare < 0.1, `${(thinWindow[id].concealedShare * 100).toFixed(1)}% of camera ${id}'s audio was concealed on the thin link`);
+  }
+  // ...the open link gets both cameras at 640 wide or more, most of the time: the camera
+  // listed first takes the budget above the lowest layers first (sfu/src/layers.rs:120-137),
+  // and the open link's estimate swings when four Chromiums share two cores (a browser slow
+  // to read its socket reads as a queue), so the other spends seconds at 320 px now and then.
+  for (const id of cameras) {
+    assert.ok(openWindow[id].frames >= 40 && wideShare(openWindow[id]) >= 0.5, `the open link got camera ${id} at ${JSON.stringify(openWindow[id].widths)} (px: samples), ${openWindow[id].frames} frames in 20 s`);
+  }
+  // ...and what lienthong sends the district mostly gets through the bottleneck (the old
+  // failure: two thirds of it dropped in the queue).
+  assert.ok(inWindow.share < 0.1, `the bottleneck dropped ${(inWindow.share * 100).toFixed(1)}% of what was sent into it in the 20 s`);
+  assert.ok(whole.share < 0.1, `the bottleneck dropped ${(whole.share * 100).toFixed(1)}% of what was sent into it over the whole call`);
 });
