@@ -364,15 +364,15 @@ test('a receiver behind a 300 kbit/s link with 5% loss decodes the lowest layer 
 // decoded no frame for 40 s while two thirds of what lienthong sent it died in the
 // bottleneck's queue. What the SFU is designed to do when both cameras' lowest layers do not
 // fit: each receiver's budget is 90% of its smoothed estimate less 32 kbit/s per forwarded
-// voice (sfu/src/peer/media.rs:169; on a link losing 2% or more the smoothed estimate does
-// not follow a rising one, :163). `allocate` (sfu/src/layers.rs:92) then gives the lowest
+// voice (`Peer::select_layers`, sfu/src/peer/media.rs; on a link losing 2% or more the
+// smoothed estimate follows a rising one only up to what one picture's lowest layer needs). `allocate` (sfu/src/layers.rs) then gives the lowest
 // layer (150 kbit/s at most, as measured; a camera not yet flowing needs 25% more to start,
-// :105-109) to one visible camera after another, in the order large before thumbnail, then
-// the page's order (sfu/src/layers.rs:97, ranks from sfu/src/conference/layers.rs:61), which
-// lists the spotlight, then the active speaker, first (web/room.js:279). A camera the budget
+// ) to one visible camera after another, in the order large before thumbnail, then
+// the page's order (ranks from `Conference::select_layers`, sfu/src/conference/layers.rs), which
+// lists the spotlight, then the active speaker, first (web/room.js `reportLayout`). A camera the budget
 // does not reach gets no video (its tile keeps its last picture; it is not made a name tile,
 // which only last-N does); with none reached the receiver is in audio-only mode
-// (sfu/src/layers.rs:151). On the district's link (~300 kbit/s estimate: 206 kbit/s of
+// (`allocate`). On the district's link (~300 kbit/s estimate: 206 kbit/s of
 // budget) that is the first camera listed at 320 px and the other paused, not both: so the
 // test asks that the camera the thin link gets most of keeps decoding (>= 2 frames/s, no
 // gap over 1.1 s), that any camera it gets at all does not freeze, and that both voices stay
@@ -433,7 +433,7 @@ test('two 720p cameras towards a receiver behind a 300 kbit/s link with 5% loss:
     assert.ok(thinWindow[id].concealedShare < 0.1, `${(thinWindow[id].concealedShare * 100).toFixed(1)}% of camera ${id}'s audio was concealed on the thin link`);
   }
   // ...the open link gets both cameras at 640 wide or more, most of the time: the camera
-  // listed first takes the budget above the lowest layers first (sfu/src/layers.rs:120-137),
+  // listed first takes the budget above the lowest layers first (`allocate`),
   // and the open link's estimate swings when four Chromiums share two cores (a browser slow
   // to read its socket reads as a queue), so the other spends seconds at 320 px now and then.
   for (const id of cameras) {
