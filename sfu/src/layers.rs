@@ -164,6 +164,8 @@ const CLEAR_REPORTS: usize = 5;
 const CLEAR_MEAN_LOSS: f32 = 0.01;
 /// A report older than this is stale: no floor on what is not known.
 const REPORT_MAX_AGE: Duration = Duration::from_secs(3);
+/// Loss a line may show at random, without queueing, and still keep one picture.
+const RANDOM_LOSS_MAX: f32 = 0.10;
 /// After a link became congested under the floor, the floor waits this long before it
 /// applies again, doubling each time up to [`MAX_FLOOR_BACKOFF`].
 const FLOOR_BACKOFF: Duration = Duration::from_secs(20);
@@ -176,6 +178,8 @@ const FLOOR_PROVEN: Duration = Duration::from_secs(60);
 struct Report {
     at: Instant,
     congested: bool,
+    /// The round trip had grown well above its lowest: packets wait in a queue.
+    queued: bool,
     loss: f32,
 }
 
@@ -229,7 +233,7 @@ impl LinkHealth {
         if self.reports.len() == CLEAR_REPORTS {
             self.reports.pop_front();
         }
-        self.reports.push_back(Report { at: now, congested, loss: loss.unwrap_or(1.0) });
+        self.reports.push_back(Report { at: now, congested, queued: grown, loss: loss.unwrap_or(1.0) });
     }
 
     /// The last report's share of packets lost towards the receiver and its round trip.
@@ -255,6 +259,19 @@ impl LinkHealth {
         let fresh = self.reports.back().is_some_and(|last| now.saturating_duration_since(last.at) <= REPORT_MAX_AGE);
         let measured: Vec<f32> = self.reports.iter().map(|report| report.loss).filter(|loss| *loss < 1.0).collect();
         fresh && !measured.is_empty() && measured.iter().sum::<f32>() >= CONGESTED_LOSS * measured.len() as f32
+    }
+
+    /// Whether the line loses packets at random rather than queueing them: five fresh
+    /// reports, none with the round trip grown, averaging under [`RANDOM_LOSS_MAX`] loss.
+    /// A district line with a few percent of random loss is never [`LinkHealth::clear`],
+    /// and its estimate dips with the loss; such a line keeps one picture. Not while a floor
+    /// that congested the line waits out its back-off.
+    pub fn steady(&self, now: Instant) -> bool {
+        self.blocked_until.is_none_or(|until| now >= until)
+            && self.reports.len() == CLEAR_REPORTS
+            && self.reports.iter().all(|report| !report.queued)
+            && self.reports.iter().map(|report| report.loss).sum::<f32>() < RANDOM_LOSS_MAX * CLEAR_REPORTS as f32
+            && self.reports.back().is_some_and(|last| now.saturating_duration_since(last.at) <= REPORT_MAX_AGE)
     }
 
     /// Tells whether the last allocation was held up by the floor.
@@ -444,6 +461,21 @@ mod tests {
     }
 
     #[test]
+    fn a_line_that_queues_or_loses_a_tenth_is_not_steady() {
+        let start = Instant::now();
+        let mut queueing = LinkHealth::default();
+        let mut losing = LinkHealth::default();
+        for at in 0..10 {
+            let rtt = Duration::from_millis(if at < 5 { 30 } else { 400 });
+            queueing.record(start + second(at), Some(0.03), Some(rtt));
+            losing.record(start + second(at), Some(0.12), Some(Duration::from_millis(30)));
+        }
+        assert!(!queueing.steady(start + second(9)), "a grown round trip is a queue");
+        assert!(!losing.steady(start + second(9)), "12% loss is more than random loss");
+        assert!(!queueing.steady(start + second(20)), "stale reports");
+    }
+
+    #[test]
     fn random_loss_of_a_district_line_never_opens_the_floor() {
         // Ten minutes of a link losing 3% or 5% of packets at random, 60 packets a second
         // (audio and some video): single seconds without loss happen, the floor never opens.
@@ -463,6 +495,8 @@ mod tests {
                 quiet_seconds += u32::from(lost <= 1);
                 link.record(start + second(at), Some(lost as f32 / 60.0), Some(Duration::from_millis(30)));
                 assert!(!link.clear(start + second(at)), "{percent}% loss opened the floor at {at} s");
+                // It is steady, though: random loss, the round trip flat.
+                assert!(at < 4 || link.steady(start + second(at)), "{percent}% loss not steady at {at} s");
             }
             assert!(quiet_seconds > 0, "the generator never made a quiet second: the test proves nothing");
         }

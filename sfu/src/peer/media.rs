@@ -213,7 +213,18 @@ impl Peer {
         };
         self.budget_estimate = Some(smoothed);
         let budget = (smoothed * 90 / 100 * budget_percent / 100).saturating_sub(audio as u64 * AUDIO_BITRATE);
-        let allocation = crate::layers::allocate(budget, &demands, self.link.clear(now));
+        // A line that loses packets at random without queueing them keeps one picture: its
+        // estimate dips with every loss report, and a budget that followed it to below the
+        // lowest layer left a district line audio-only most of the call.
+        let clear = self.link.clear(now);
+        let budget = if !clear && budget_percent == 100 && self.link.steady(now) {
+            let visible = demands.iter().filter(|wanted| wanted.priority != Priority::Off);
+            let cheapest = visible.filter_map(|wanted| wanted.layers.first()).map(|layer| layer.bitrate).min();
+            budget.max(cheapest.map_or(0, |bitrate| bitrate * UPGRADE_HEADROOM / 100))
+        } else {
+            budget
+        };
+        let allocation = crate::layers::allocate(budget, &demands, clear);
         self.link.set_floored(now, allocation.floored);
         for ((index, want), wanted) in indexes.into_iter().zip(&allocation.wants).zip(&demands) {
             let track = &mut self.tracks_out[index];
