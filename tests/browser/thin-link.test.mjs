@@ -378,12 +378,13 @@ test('a receiver behind a 300 kbit/s link with 5% loss decodes the lowest layer 
 // gap over 1.1 s), that any camera it gets at all does not freeze, and that both voices stay
 // clear. The 5% loss is not lost in the queue (iptables drops it before the qdisc), so the
 // queue's own drop counter is what measures lienthong sending more than the link carries.
-// Known to fail today (issue 9, open): the thin receiver decodes a few seconds of the first
-// camera, then falls back to audio-only mode and stays there most of the call. Its link loses
-// 5% at random, so `LinkHealth` never counts it clear and the lowest-layer floor does not
-// hold, and the smoothed estimate follows every dip of str0m's estimate. Marked `todo` so the
-// suite reports it without failing; remove the mark once the SFU passes it.
-test('two 720p cameras towards a receiver behind a 300 kbit/s link with 5% loss: it keeps decoding the camera it shows first, hears both, and the bottleneck drops little, while an open link gets both cameras at >= 640 wide', { skip: !isRoot && 'needs root for network namespaces', todo: 'the thin receiver falls back to audio-only mode on a randomly lossy link (issue 9)' }, async () => {
+// Known to fail often today (issue 9, open): it passed in one of two runs of session 20's
+// final build. The thin receiver no longer falls back to audio-only mode (a line with
+// random loss and a flat round trip keeps one picture: `LinkHealth::steady`), but the one
+// picture its budget carries can move between the two cameras as the active speaker
+// changes, and each move waits over a second for the other camera's keyframe. Marked `todo`
+// so the suite reports it without failing; remove the mark once it passes reliably.
+test('two 720p cameras towards a receiver behind a 300 kbit/s link with 5% loss: it keeps decoding the camera it shows first, hears both, and the bottleneck drops little, while an open link gets both cameras at >= 640 wide', { skip: !isRoot && 'needs root for network namespaces', todo: 'the one picture a 300 kbit/s line carries moves between the two cameras, with gaps over 1 s (issue 9)' }, async () => {
   // A room of its own: the first test's participants leave, and the district's link is the
   // 300 kbit/s, 5% loss one again, its queue's counters at zero.
   await closeBrowsers();
