@@ -151,9 +151,16 @@ impl Hub {
             Signal::Message(message) => Outbound::Message(message),
             Signal::Close(reason) => Outbound::Close(reason),
         };
-        if outbound.try_send(outbound_message).is_err() {
-            tracing::info!(participant = id, "signaling queue full; disconnecting");
-            self.connections.remove(&id);
+        match outbound.try_send(outbound_message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::info!(participant = id, "signaling queue full; disconnecting");
+                self.connections.remove(&id);
+            }
+            // The connection ended; its `Command::Close` is on the way.
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.connections.remove(&id);
+            }
         }
     }
 }
