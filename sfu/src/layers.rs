@@ -93,8 +93,11 @@ pub(crate) fn allocate(budget: u64, demands: &[Demand], floor: bool) -> Allocati
     let mut wants = vec![Want::Nothing; demands.len()];
     let mut chosen: Vec<Option<usize>> = vec![None; demands.len()];
     let mut order: Vec<usize> = (0..demands.len()).filter(|index| demands[*index].priority != Priority::Off).collect();
-    // Stable: by priority, then the page's order, then flowing tracks first.
-    order.sort_by_key(|index| (demands[*index].priority, demands[*index].rank, demands[*index].current.is_none()));
+    // Stable: by priority, then flowing tracks before ones that would start, then the page's
+    // order. Among tiles shown alike, a picture keeps its place when the page's order
+    // changes (the active speaker moves first): on a line that carries one picture, moving
+    // it to the new speaker would freeze both tiles while the other camera's keyframe comes.
+    order.sort_by_key(|index| (demands[*index].priority, demands[*index].current.is_none(), demands[*index].rank));
     let mut remaining = budget;
     let mut starved = false;
     let mut floored = false;
@@ -353,6 +356,34 @@ mod tests {
         assert_eq!(allocate(590_000, std::slice::from_ref(&stage), false).wants, vec![want("h")]);
         let on_middle = Demand { current: Some(1), ..demand(Priority::High) };
         assert_eq!(allocate(500_000, &[on_middle], false).wants, vec![want("h")]);
+    }
+
+    #[test]
+    fn a_picture_keeps_its_place_when_the_page_reorders_tiles_of_one_size() {
+        // The page lists the new active speaker first (rank 0); the camera that flows is now
+        // second. A line with room for one lowest layer keeps the flowing one.
+        let speaker = demand(Priority::Low);
+        let flowing = Demand { current: Some(0), rank: 1, ..demand(Priority::Low) };
+        assert_eq!(allocate(200_000, &[speaker.clone(), flowing.clone()], false).wants, vec![Want::Nothing, want("q")]);
+        // Room for both: both, the speaker too.
+        assert_eq!(allocate(400_000, &[speaker.clone(), flowing.clone()], false).wants, vec![want("q"), want("q")]);
+        // A larger tile still comes first: the stage (or a screen share) takes the one picture.
+        let stage = demand(Priority::High);
+        assert_eq!(allocate(200_000, &[stage, flowing], false).wants, vec![want("q"), Want::Nothing]);
+        // Generated: whatever the ranks, with room for one picture the flowing track of a
+        // priority keeps it against any number of tiles of that priority that would start.
+        for tiles in 2..8usize {
+            for flowing_rank in 0..tiles {
+                let demands: Vec<Demand> = (0..tiles)
+                    .map(|rank| Demand { rank, current: (rank == flowing_rank).then_some(0), ..demand(Priority::Low) })
+                    .collect();
+                let wants = allocate(200_000, &demands, false).wants;
+                for (rank, got) in wants.iter().enumerate() {
+                    let expected = if rank == flowing_rank { want("q") } else { Want::Nothing };
+                    assert_eq!(*got, expected, "{tiles} tiles, flowing rank {flowing_rank}");
+                }
+            }
+        }
     }
 
     #[test]
