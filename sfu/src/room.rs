@@ -347,9 +347,10 @@ impl Rooms {
         room.members.keys().copied().filter(|other| *other != id).collect()
     }
 
-    /// The `count` loudest microphones in `id`'s room now (louder first, then by id), as
-    /// Jitsi's bridge forwards only the loudest few. Switched-off microphones do not count;
-    /// quiet ones fill the places left, so a small room hears everyone.
+    /// The `count` loudest microphones `id` hears in its room now (louder first, then by
+    /// id), as Jitsi's bridge forwards only the loudest few. Its own microphone takes no
+    /// place (a loud site hears the next loudest instead); switched-off microphones do not
+    /// count; quiet ones fill the places left, so a small room hears everyone.
     pub fn loudest(&self, now: Instant, id: ParticipantId, count: usize) -> Vec<ParticipantId> {
         let Some(room) = self.membership.get(&id).and_then(|name| self.rooms.get(name)) else {
             return Vec::new();
@@ -358,7 +359,7 @@ impl Rooms {
         let mut heard: Vec<(ParticipantId, f32)> = room
             .members
             .values()
-            .filter(|member| member.microphone)
+            .filter(|member| member.microphone && member.id != id)
             .map(|member| (member.id, if fresh(member) { member.loudness } else { 0.0 }))
             .collect();
         heard.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -270,11 +270,15 @@ fn the_loudest_few_are_ranked_and_a_muted_microphone_does_not_count() {
         }
     }
     assert_eq!(rooms.loudest(now, 1, 3), vec![5, 4, 3]);
-    assert_eq!(rooms.loudest(now, 1, 10), vec![5, 4, 3, 2, 1], "a small room hears everyone");
+    assert_eq!(rooms.loudest(now, 1, 10), vec![5, 4, 3, 2], "a small room hears everyone else");
+    // The loudest site does not hear itself: it gets the next three.
+    assert_eq!(rooms.loudest(now, 5, 3), vec![4, 3, 2]);
+    assert_eq!(rooms.loudest(now, 4, 3), vec![5, 3, 2]);
     rooms.act(now, 5, Action::SelfMedia { microphone: false, camera: true, screen: false });
     assert_eq!(rooms.loudest(now, 1, 3), vec![4, 3, 2]);
     // Audio that stopped arriving counts as silence: the places go by id.
-    assert_eq!(rooms.loudest(now + Duration::from_secs(1), 1, 3), vec![1, 2, 3]);
+    assert_eq!(rooms.loudest(now + Duration::from_secs(1), 1, 3), vec![2, 3, 4]);
+    assert_eq!(rooms.loudest(now + Duration::from_secs(1), 3, 3), vec![1, 2, 4]);
     assert!(rooms.loudest(now, 99, 3).is_empty(), "not in a room");
 }
 
