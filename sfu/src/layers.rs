@@ -265,14 +265,16 @@ impl LinkHealth {
     }
 
     /// Whether the line loses packets at random rather than queueing them: five fresh
-    /// reports, none with the round trip grown, averaging under [`RANDOM_LOSS_MAX`] loss.
+    /// reports, at most one with the round trip grown (a keyframe crossing a 300 kbit/s
+    /// line queues for a third of a second; a queue that stays shows in the next reports
+    /// too), averaging under [`RANDOM_LOSS_MAX`] loss.
     /// A district line with a few percent of random loss is never [`LinkHealth::clear`],
     /// and its estimate dips with the loss; such a line keeps one picture. Not while a floor
     /// that congested the line waits out its back-off.
     pub fn steady(&self, now: Instant) -> bool {
         self.blocked_until.is_none_or(|until| now >= until)
             && self.reports.len() == CLEAR_REPORTS
-            && self.reports.iter().all(|report| !report.queued)
+            && self.reports.iter().filter(|report| report.queued).count() <= 1
             && self.reports.iter().map(|report| report.loss).sum::<f32>() < RANDOM_LOSS_MAX * CLEAR_REPORTS as f32
             && self.reports.back().is_some_and(|last| now.saturating_duration_since(last.at) <= REPORT_MAX_AGE)
     }
@@ -502,6 +504,19 @@ mod tests {
             losing.record(start + second(at), Some(0.12), Some(Duration::from_millis(30)));
         }
         assert!(!queueing.steady(start + second(9)), "a grown round trip is a queue");
+        // One second of grown round trip (a keyframe in the line's queue) among five is not.
+        let mut burst = LinkHealth::default();
+        for at in 0..10 {
+            let rtt = Duration::from_millis(if at == 7 { 400 } else { 30 });
+            burst.record(start + second(at), Some(0.05), Some(rtt));
+            assert!(at < 4 || burst.steady(start + second(at)), "a keyframe burst at 7 s: not steady at {at} s");
+        }
+        let mut twice = LinkHealth::default();
+        for at in 0..10 {
+            let rtt = Duration::from_millis(if at == 6 || at == 8 { 400 } else { 30 });
+            twice.record(start + second(at), Some(0.05), Some(rtt));
+        }
+        assert!(!twice.steady(start + second(9)), "two grown round trips in five seconds are a queue");
         assert!(!losing.steady(start + second(9)), "12% loss is more than random loss");
         assert!(!queueing.steady(start + second(20)), "stale reports");
     }

@@ -182,7 +182,13 @@ impl Peer {
                 continue;
             }
             if let Some(mut wanted) = demand(track.origin, track.origin_mid, track.source) {
-                let current = track.forwarder.current();
+                // What flows, or, while the forwarder waits for a keyframe (it restarted
+                // after the receiver's queue overflowed on a thin line, or has just been
+                // chosen), what it waits for: that track keeps its place too.
+                let current = track.forwarder.current().or(match track.forwarder.want() {
+                    Want::Layer(layer) => Some(layer),
+                    Want::Nothing => None,
+                });
                 wanted.current =
                     current.and_then(|layer| wanted.layers.iter().position(|candidate| candidate.id == layer));
                 indexes.push(index);
@@ -247,10 +253,16 @@ impl Peer {
             track.forwarder.set_want(forwarded);
         }
         // Probe for what the receiver would take on an open link. No padding beyond what is
-        // sent: on a thin link sustained padding would only fill the bottleneck's queue.
+        // sent: on a thin link sustained padding would only fill the bottleneck's queue. Nor
+        // probes on a link that loses packets: its budget does not follow a rising estimate
+        // (`LinkHealth::lossy`), and the probes only filled a 300 kbit/s line's queue, whose
+        // grown round trip then read as congestion and took its one picture away.
         let audio = audio as u64 * AUDIO_BITRATE;
-        let desired = allocation.desired.max(allocation.used) + audio;
         let minimum = allocation.used + audio;
+        let desired = match self.link.lossy(now) {
+            true => minimum,
+            false => allocation.desired.max(allocation.used) + audio,
+        };
         self.rtc.bwe().set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
         allocation
     }
