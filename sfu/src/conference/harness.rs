@@ -226,6 +226,11 @@ impl Meeting {
     }
 
     /// The browser stops sending media (its tracks stay negotiated).
+    /// What `pick` takes from each message browser `index` was sent, oldest first.
+    pub fn told<T>(&self, index: usize, pick: impl FnMut(&ServerMessage) -> Option<T>) -> Vec<T> {
+        self.browsers[index].messages.iter().filter_map(pick).collect()
+    }
+
     pub fn stop_publishing(&mut self, index: usize) {
         self.browsers[index].next_frame = None;
     }

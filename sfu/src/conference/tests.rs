@@ -297,13 +297,10 @@ fn a_layer_pauses_only_after_nobody_received_it_for_a_while() {
 }
 
 fn layers_messages(meeting: &Meeting, index: usize) -> Vec<Vec<String>> {
-    let messages = meeting.browsers[index].messages.iter();
-    messages
-        .filter_map(|message| match message {
-            ServerMessage::Layers { active } => Some(active.clone()),
-            _ => None,
-        })
-        .collect()
+    meeting.told(index, |message| match message {
+        ServerMessage::Layers { active } => Some(active.clone()),
+        _ => None,
+    })
 }
 
 /// A browser sends only the layers its encoder makes (Chromium makes no 720p layer from a
@@ -402,10 +399,7 @@ fn camera_layer(meeting: &Meeting, receiver: usize, origin: usize) -> Option<Opt
 }
 
 fn last_layers_message(meeting: &Meeting, index: usize) -> Option<Vec<String>> {
-    meeting.browsers[index].messages.iter().rev().find_map(|message| match message {
-        ServerMessage::Layers { active } => Some(active.clone()),
-        _ => None,
-    })
+    layers_messages(meeting, index).pop()
 }
 
 #[test]
@@ -457,13 +451,10 @@ fn the_layout_picks_the_layer_and_unwatched_layers_pause() {
 }
 
 fn bandwidth_messages(meeting: &Meeting, index: usize) -> Vec<bool> {
-    let messages = meeting.browsers[index].messages.iter();
-    messages
-        .filter_map(|message| match message {
-            ServerMessage::Bandwidth { audio_only, .. } => Some(*audio_only),
-            _ => None,
-        })
-        .collect()
+    meeting.told(index, |message| match message {
+        ServerMessage::Bandwidth { audio_only, .. } => Some(*audio_only),
+        _ => None,
+    })
 }
 
 #[test]
@@ -629,15 +620,12 @@ fn lost_packets_on_either_leg_are_recovered_by_nack_and_rtx() {
 fn answers_and_offers_negotiate_nack_rtx_and_opus_fec() {
     let (meeting, a, b, _) = two_rooms();
     let sdp_of = |index: usize, offer: bool| -> String {
-        let messages = meeting.browsers[index].messages.iter();
-        messages
-            .filter_map(|message| match message {
-                ServerMessage::Answer { sdp } if !offer => Some(sdp.clone()),
-                ServerMessage::Offer { sdp } if offer => Some(sdp.clone()),
-                _ => None,
-            })
-            .next_back()
-            .expect("an SDP")
+        let sdps = meeting.told(index, |message| match message {
+            ServerMessage::Answer { sdp } if !offer => Some(sdp.clone()),
+            ServerMessage::Offer { sdp } if offer => Some(sdp.clone()),
+            _ => None,
+        });
+        sdps.last().cloned().expect("an SDP")
     };
     for sdp in [sdp_of(a, false), sdp_of(b, true)] {
         assert!(sdp.contains("useinbandfec=1"), "no Opus FEC:\n{sdp}");
@@ -674,7 +662,7 @@ fn the_operator_listing_shows_rooms_participants_and_their_connections() {
 }
 
 fn offers(meeting: &Meeting, index: usize) -> usize {
-    meeting.browsers[index].messages.iter().filter(|message| matches!(message, ServerMessage::Offer { .. })).count()
+    meeting.told(index, |message| matches!(message, ServerMessage::Offer { .. }).then_some(())).len()
 }
 
 /// The path a browser reports reaches its room (not the other room) in an `updated`; without
@@ -704,13 +692,10 @@ fn a_reported_media_path_reaches_the_room_and_no_ice_servers_without_turn() {
 }
 
 fn last_n_messages(meeting: &Meeting, index: usize) -> Vec<Vec<crate::protocol::ParticipantId>> {
-    let messages = meeting.browsers[index].messages.iter();
-    messages
-        .filter_map(|message| match message {
-            ServerMessage::LastN { video } => Some(video.clone()),
-            _ => None,
-        })
-        .collect()
+    meeting.told(index, |message| match message {
+        ServerMessage::LastN { video } => Some(video.clone()),
+        _ => None,
+    })
 }
 
 #[test]
