@@ -365,26 +365,24 @@ test('a receiver behind a 300 kbit/s link with 5% loss decodes the lowest layer 
 // bottleneck's queue. What the SFU is designed to do when both cameras' lowest layers do not
 // fit: each receiver's budget is 90% of its smoothed estimate less 32 kbit/s per forwarded
 // voice (`Peer::select_layers`, sfu/src/peer/media.rs; on a link losing 2% or more the
-// smoothed estimate follows a rising one only up to what one picture's lowest layer needs). `allocate` (sfu/src/layers.rs) then gives the lowest
-// layer (150 kbit/s at most, as measured; a camera not yet flowing needs 25% more to start,
-// ) to one visible camera after another, in the order large before thumbnail, then
-// the page's order (ranks from `Conference::select_layers`, sfu/src/conference/layers.rs), which
-// lists the spotlight, then the active speaker, first (web/room.js `reportLayout`). A camera the budget
-// does not reach gets no video (its tile keeps its last picture; it is not made a name tile,
-// which only last-N does); with none reached the receiver is in audio-only mode
-// (`allocate`). On the district's link (~300 kbit/s estimate: 206 kbit/s of
-// budget) that is the first camera listed at 320 px and the other paused, not both: so the
-// test asks that the camera the thin link gets most of keeps decoding (>= 2 frames/s, no
-// gap over 1.1 s), that any camera it gets at all does not freeze, and that both voices stay
-// clear. The 5% loss is not lost in the queue (iptables drops it before the qdisc), so the
-// queue's own drop counter is what measures lienthong sending more than the link carries.
-// Known to fail often today (issue 9, open): it passed in one of two runs of session 20's
-// final build. The thin receiver no longer falls back to audio-only mode (a line with
-// random loss and a flat round trip keeps one picture: `LinkHealth::steady`), but the one
-// picture its budget carries can move between the two cameras as the active speaker
-// changes, and each move waits over a second for the other camera's keyframe. Marked `todo`
-// so the suite reports it without failing; remove the mark once it passes reliably.
-test('two 720p cameras towards a receiver behind a 300 kbit/s link with 5% loss: it keeps decoding the camera it shows first, hears both, and the bottleneck drops little, while an open link gets both cameras at >= 640 wide', { skip: !isRoot && 'needs root for network namespaces', todo: 'the one picture a 300 kbit/s line carries moves between the two cameras, with gaps over 1 s (issue 9)' }, async () => {
+// smoothed estimate follows a rising one only up to what one picture's lowest layer needs,
+// and a line with random loss and a flat round trip keeps one picture whatever its
+// estimate: `LinkHealth::steady`). `allocate` (sfu/src/layers.rs) then gives the lowest
+// layer (150 kbit/s at most, as measured; a camera not yet flowing needs 25% more to start)
+// to one visible camera after another: large tiles before thumbnails, then pictures that
+// already flow, then the page's order (ranks from `Conference::select_layers`,
+// sfu/src/conference/layers.rs), which lists the spotlight, then the active speaker, first
+// (web/room.js `reportLayout`). So the one picture stays on the camera it started with when
+// the active speaker changes: moving it would wait over a second for the other camera's
+// keyframe. A camera the budget does not reach gets no video (its tile keeps its last
+// picture; it is not made a name tile, which only last-N does); with none reached the
+// receiver is in audio-only mode. On the district's link (~300 kbit/s estimate: 206 kbit/s
+// of budget) that is one camera at 320 px and the other paused, not both: so the test asks
+// that the camera the thin link gets most of keeps decoding (>= 2 frames/s, no gap over
+// 1.1 s), that any camera it gets at all does not freeze, and that both voices stay clear.
+// The 5% loss is not lost in the queue (iptables drops it before the qdisc), so the queue's
+// own drop counter is what measures lienthong sending more than the link carries.
+test('two 720p cameras towards a receiver behind a 300 kbit/s link with 5% loss: it keeps decoding the camera it shows first, hears both, and the bottleneck drops little, while an open link gets both cameras at >= 640 wide', { skip: !isRoot && 'needs root for network namespaces' }, async () => {
   // A room of its own: the first test's participants leave, and the district's link is the
   // 300 kbit/s, 5% loss one again, its queue's counters at zero.
   await closeBrowsers();
