@@ -142,6 +142,8 @@ struct TrackOut {
     /// Our send stream's SSRC for this track, once found: str0m finds a stream by SSRC in a
     /// hash map, by m-line only by scanning every stream of the session.
     ssrc: Option<Ssrc>,
+    /// When layer selection last found this track's video flowing to the browser.
+    shown_at: Option<Instant>,
 }
 
 pub(crate) struct Peer {
@@ -261,6 +263,7 @@ impl Peer {
             chosen: Want::Layer(None),
             payload_types: None,
             ssrc: None,
+            shown_at: None,
         });
     }
 

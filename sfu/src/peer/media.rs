@@ -10,6 +10,10 @@ use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use super::*;
 use crate::layers::{Allocation, Demand, Layer, NOMINAL_BITRATES, NOMINAL_SINGLE_LAYER, Priority, UPGRADE_HEADROOM};
 
+/// A picture shown this recently keeps its place before cameras that would start, as one
+/// that flows does (see `Peer::select_layers`).
+const SHOWN_LATELY: Duration = Duration::from_secs(10);
+
 impl Peer {
     /// Writes a packet from `origin` to the matching outgoing track, rewritten for this
     /// receiver.
@@ -177,18 +181,27 @@ impl Peer {
             .count();
         let mut indexes = Vec::new();
         let mut demands = Vec::new();
-        for (index, track) in self.tracks_out.iter().enumerate() {
+        for (index, track) in self.tracks_out.iter_mut().enumerate() {
             if track.kind != MediaKind::Video || track.gone {
                 continue;
             }
             if let Some(mut wanted) = demand(track.origin, track.origin_mid, track.source) {
                 // What flows, or, while the forwarder waits for a keyframe (it restarted
                 // after the receiver's queue overflowed on a thin line, or has just been
-                // chosen), what it waits for: that track keeps its place too.
-                let current = track.forwarder.current().or(match track.forwarder.want() {
+                // chosen), what it waits for: that track keeps its place too. So does the
+                // picture a thin line showed until a few seconds ago (its estimate dipped
+                // below every picture for a moment): when one fits again it is that one,
+                // not the next camera in the page's order.
+                if track.forwarder.current().is_some() {
+                    track.shown_at = Some(now);
+                }
+                let waited_for = match track.forwarder.want() {
                     Want::Layer(layer) => Some(layer),
                     Want::Nothing => None,
-                });
+                };
+                let shown_lately = track.shown_at.is_some_and(|at| now.saturating_duration_since(at) < SHOWN_LATELY);
+                let lowest = wanted.layers.first().map(|layer| layer.id).filter(|_| shown_lately);
+                let current = track.forwarder.current().or(waited_for).or(lowest);
                 wanted.current =
                     current.and_then(|layer| wanted.layers.iter().position(|candidate| candidate.id == layer));
                 indexes.push(index);
@@ -198,20 +211,23 @@ impl Peer {
         // Follow a falling estimate at once, a rising one over a few rounds: BWE overshoots
         // after probes, and a layer chosen on an overshoot only floods a thin link.
         let estimate = self.estimate.unwrap_or(initial_estimate);
-        // What starting the cheapest visible picture needs of the estimate: on a lossy link
-        // the budget rises to this, when the estimate allows it, and no further.
+        // What starting the cheapest visible picture needs of the budget, and of the
+        // estimate: on a lossy link the budget rises to this, when the estimate allows it,
+        // and no further; a steady line keeps it whatever the estimate.
         let one_picture = demands
             .iter()
             .filter(|wanted| wanted.priority != Priority::Off)
             .filter_map(|wanted| wanted.layers.first())
-            .map(|layer| ((layer.bitrate * UPGRADE_HEADROOM / 100 + audio as u64 * AUDIO_BITRATE) * 100).div_ceil(90))
+            .map(|layer| layer.bitrate * UPGRADE_HEADROOM / 100)
             .min();
+        let one_picture_estimate =
+            one_picture.map(|budget| ((budget + audio as u64 * AUDIO_BITRATE) * 100).div_ceil(90));
         let smoothed = match self.budget_estimate {
             // A link that loses packets holds its rate (see `LinkHealth::lossy`), but not
             // below one picture: held at the first dip of the call, a district line with 5%
             // random loss stayed audio-only for good while its estimate came back.
             Some(previous) if estimate > previous && self.link.lossy(now) => {
-                previous.max(one_picture.unwrap_or(0).min(estimate))
+                previous.max(one_picture_estimate.unwrap_or(0).min(estimate))
             }
             // At most 8% a round (500 ms): doubling takes about five seconds.
             Some(previous) if estimate > previous => estimate.min(previous + previous.max(50_000) * 8 / 100),
@@ -223,12 +239,9 @@ impl Peer {
         // estimate dips with every loss report, and a budget that followed it to below the
         // lowest layer left a district line audio-only most of the call.
         let clear = self.link.clear(now);
-        let budget = if !clear && budget_percent == 100 && self.link.steady(now) {
-            let visible = demands.iter().filter(|wanted| wanted.priority != Priority::Off);
-            let cheapest = visible.filter_map(|wanted| wanted.layers.first()).map(|layer| layer.bitrate).min();
-            budget.max(cheapest.map_or(0, |bitrate| bitrate * UPGRADE_HEADROOM / 100))
-        } else {
-            budget
+        let budget = match !clear && budget_percent == 100 && self.link.steady(now) {
+            true => budget.max(one_picture.unwrap_or(0)),
+            false => budget,
         };
         let allocation = crate::layers::allocate(budget, &demands, clear);
         self.link.set_floored(now, allocation.floored);
