@@ -383,11 +383,11 @@ test('a receiver behind a 300 kbit/s link with 5% loss decodes the lowest layer 
 // The 5% loss is not lost in the queue (iptables drops it before the qdisc), so the queue's
 // own drop counter is what measures lienthong sending more than the link carries.
 // Marked `todo` (issue 9, open): the thin receiver keeps one camera once its line has
-// settled (3 of 3 runs in session 21 where the window began 12-36 s after it joined: 239-291
-// frames, longest gap 321-520 ms), but in its first 20 s or so it moves between one picture,
-// two and none while the line's first reports come in, and on a quick machine the window
-// begins about 10 s after it joined (3 of 3 runs failed so). Remove the mark once it passes
-// reliably.
+// settled (session 21's final server code: 2 of 2 runs where the window began 25-32 s after
+// it joined, 264-291 frames, longest gap 321-520 ms), but in its first 20 s or so it moves
+// between one picture, two and none while the line's first reports come in, and on a quick
+// machine the window begins 10-12 s after it joined (3 of 3 runs failed so). Remove the mark
+// once it passes reliably.
 test('two 720p cameras towards a receiver behind a 300 kbit/s link with 5% loss: it keeps decoding the camera it shows first, hears both, and the bottleneck drops little, while an open link gets both cameras at >= 640 wide', { skip: !isRoot && 'needs root for network namespaces', todo: 'the thin receiver moves between one picture, two and none in its first 20 s on the line (issue 9)' }, async () => {
   // A room of its own: the first test's participants leave, and the district's link is the
   // 300 kbit/s, 5% loss one again, its queue's counters at zero.
