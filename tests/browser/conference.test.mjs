@@ -13,9 +13,8 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'no
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import net from 'node:net';
-import dgram from 'node:dgram';
 import { chromium } from 'playwright-core';
+import { freePort, makeWaitFor } from './helpers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const binary = process.env.LIENTHONG_BIN || process.env.LIENTHONG_BINARY || resolve(here, '../../target/debug/lienthong');
@@ -36,40 +35,7 @@ let adminUrl;
 let browser;
 const pages = {};
 
-/** A port free for both TCP and UDP (the media port serves both on one number). */
-async function freePort() {
-  for (;;) {
-    const port = await new Promise((done, fail) => {
-      const socket = dgram.createSocket('udp4');
-      socket.on('error', fail);
-      socket.bind(0, '127.0.0.1', () => {
-        const { port } = socket.address();
-        socket.close(() => done(port));
-      });
-    });
-    const tcpFree = await new Promise((done) => {
-      const probe = net.createServer();
-      probe.once('error', () => done(false));
-      probe.listen(port, '127.0.0.1', () => probe.close(() => done(true)));
-    });
-    if (tcpFree) return port;
-  }
-}
-
-async function waitFor(what, check, timeoutMs = 20000, intervalMs = 200) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (error) {
-      last = error;
-    }
-    await new Promise((done) => setTimeout(done, intervalMs));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last && last.message ? last.message : last)})\n--- server log ---\n${serverLog.slice(-4000)}`);
-}
+const waitFor = makeWaitFor(() => serverLog, { timeoutMs: 20000, intervalMs: 200 });
 
 before(async () => {
   assert.ok(existsSync(binary), `lienthong binary not found at ${binary}: run \`cargo build\` first or set LIENTHONG_BIN`);

@@ -36,9 +36,8 @@ import { existsSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import net from 'node:net';
-import dgram from 'node:dgram';
 import { chromium } from 'playwright-core';
+import { freePort, makeWaitFor, sleep, stopProcess } from './helpers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const binary = process.env.LIENTHONG_BIN || process.env.LIENTHONG_BINARY || resolve(here, '../../target/debug/lienthong');
@@ -78,52 +77,7 @@ let browserServer;
 let browser;
 const loadTools = new Set();
 
-/** A port free for both TCP and UDP (the media port serves both on one number). */
-async function freePort() {
-  for (;;) {
-    const port = await new Promise((done, fail) => {
-      const socket = dgram.createSocket('udp4');
-      socket.on('error', fail);
-      socket.bind(0, '127.0.0.1', () => {
-        const { port } = socket.address();
-        socket.close(() => done(port));
-      });
-    });
-    const tcpFree = await new Promise((done) => {
-      const probe = net.createServer();
-      probe.once('error', () => done(false));
-      probe.listen(port, '127.0.0.1', () => probe.close(() => done(true)));
-    });
-    if (tcpFree) return port;
-  }
-}
-
-async function waitFor(what, check, timeoutMs = 20000, intervalMs = 200) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (error) {
-      last = error;
-    }
-    await new Promise((done) => setTimeout(done, intervalMs));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last && last.message ? last.message : last)})\n--- server log ---\n${serverLog.slice(-4000)}`);
-}
-
-const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
-
-/** Stops a child process by its PID: SIGTERM, then SIGKILL after `graceMs`. */
-async function stopProcess(child, graceMs = 5000) {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((done) => child.once('exit', done));
-  try { process.kill(child.pid, 'SIGTERM'); } catch { return; }
-  const timer = setTimeout(() => { try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ } }, graceMs);
-  await exited;
-  clearTimeout(timer);
-}
+const waitFor = makeWaitFor(() => serverLog, { timeoutMs: 20000, intervalMs: 200 });
 
 before(async () => {
   assert.ok(existsSync(binary), `lienthong binary not found at ${binary}: run \`cargo build\` first or set LIENTHONG_BIN`);

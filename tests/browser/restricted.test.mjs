@@ -27,6 +27,7 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import { chromium } from 'playwright-core';
+import { makeWaitFor, waitForJoinForm } from './helpers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const binary = process.env.LIENTHONG_BIN || process.env.LIENTHONG_BINARY || resolve(here, '../../target/debug/lienthong');
@@ -55,20 +56,7 @@ function sh(...command) {
   return execFileSync(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 }
 
-async function waitFor(what, check, timeoutMs = 30000, intervalMs = 250) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (error) {
-      last = error;
-    }
-    await new Promise((done) => setTimeout(done, intervalMs));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last && last.message ? last.message : last)})\n--- server log ---\n${serverLog.slice(-4000)}`);
-}
+const waitFor = makeWaitFor(() => serverLog, { timeoutMs: 30000, intervalMs: 250 });
 
 /** A namespace joined to the root one by a veth pair, with an nftables policy inside. */
 function makeNamespace(spec, hostAddress, rules) {
@@ -173,18 +161,9 @@ async function joinFrom(browser, url, name, site, pin = PIN) {
       await new Promise((done) => setTimeout(done, 1000));
     }
   }
-  // The same network change can also cut a script or the page's own requests (the page retries
-  // those itself; a script it cannot): a page whose form never fills is loaded once more.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await page.waitForSelector('#join-site option', { state: 'attached', timeout: 15000 });
-      break;
-    } catch (error) {
-      if (attempt >= 3) throw error;
-      console.log(`the join form of ${name} did not fill (${error.message.split('\n')[0]}); loading the page again`);
-      await page.reload().catch(() => {});
-    }
-  }
+  // The same network change can also cut a script or the page's own requests: a page whose
+  // form never fills is loaded once more.
+  await waitForJoinForm(page, name);
   await page.fill('#join-name', name);
   await page.selectOption('#join-site', site);
   await page.fill('#join-pin', pin);

@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { makeWaitFor, waitForJoinForm } from './helpers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const binary = process.env.LIENTHONG_BIN || process.env.LIENTHONG_BINARY || resolve(here, '../../target/debug/lienthong');
@@ -112,20 +113,7 @@ function tearDownNetwork() {
   try { run('ip', 'link', 'del', `${tag}s`); } catch { /* gone with the namespace */ }
 }
 
-async function waitFor(what, check, timeoutMs = 30000, intervalMs = 500) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (error) {
-      last = error;
-    }
-    await new Promise((done) => setTimeout(done, intervalMs));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${JSON.stringify(last && last.message ? last.message : last)})\n--- server log ---\n${serverLog.slice(-3000)}`);
-}
+const waitFor = makeWaitFor(() => serverLog, { timeoutMs: 30000, intervalMs: 500, logTail: 3000 });
 
 function launch(executablePath, extraArgs = []) {
   return chromium.launch({
@@ -145,19 +133,8 @@ async function joinAs(browser, name, site, viewport = { width: 1280, height: 800
   const page = await context.newPage();
   page.on('pageerror', (error) => console.error('page error:', error.message));
   await page.goto(`${baseUrl}/r/giao-ban`);
-  // Chromium sees the test's veths appear as a network change and may cut a script of the
-  // page being loaded (the page retries its own requests; a script it cannot): a page whose
-  // form never fills is loaded once more, and says so.
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await page.waitForSelector('#join-site option', { state: 'attached', timeout: 15000 });
-      break;
-    } catch (error) {
-      if (attempt >= 3) throw error;
-      console.log(`the join form of ${name} did not fill (${error.message.split('\n')[0]}); loading the page again`);
-      await page.reload().catch(() => {});
-    }
-  }
+  // A page whose form never fills (a network change cut a script) is loaded once more.
+  await waitForJoinForm(page, name);
   await page.fill('#join-name', name);
   await page.selectOption('#join-site', site);
   await page.fill('#join-pin', PIN);
