@@ -155,38 +155,37 @@ pub fn steer_to_first(socket: &UdpSocket, first: bool) -> io::Result<()> {
         // BPF_RET | BPF_K, k = 0: "socket 0 of the group".
         let mut program = [libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0 }];
         let fprog = libc::sock_fprog { len: 1, filter: program.as_mut_ptr() };
-        // SAFETY: `fprog` points to `program`, both alive for the call; the kernel copies it.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_REUSEPORT_CBPF,
-                std::ptr::from_ref(&fprog).cast(),
-                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-            )
-        }
+        // `fprog` points to `program`, alive until the call returns; the kernel copies it.
+        set_socket_option(fd, libc::SO_ATTACH_REUSEPORT_CBPF, &fprog)
     } else {
-        let zero: libc::c_int = 0;
-        // SAFETY: an int option read by the kernel from a live local.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_DETACH_REUSEPORT_BPF,
-                std::ptr::from_ref(&zero).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        }
+        set_socket_option(fd, libc::SO_DETACH_REUSEPORT_BPF, &(0 as libc::c_int))
     };
-    if result < 0 {
-        let error = io::Error::last_os_error();
+    match result {
         // Detaching when nothing is attached.
-        if !first && error.raw_os_error() == Some(libc::ENOENT) {
-            return Ok(());
-        }
-        return Err(error);
+        Err(error) if !first && error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
     }
-    Ok(())
+}
+
+/// `setsockopt(fd, SOL_SOCKET, name, value)`: the kernel reads `size_of::<T>()` bytes of
+/// `value` during the call and keeps nothing of it.
+fn set_socket_option<T>(fd: std::os::fd::RawFd, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live, initialised `T` for the duration of the call, and the length
+    // passed is exactly its size; the option's own pointers (if any) are the caller's to keep
+    // alive, which they are for the call.
+    let result = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            std::ptr::from_ref(value).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    match result {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 /// Asks the CPU to start loading the cache line at `address` (a hint: it never faults, whatever
@@ -197,4 +196,51 @@ pub fn prefetch(address: *const u8) {
     // SAFETY: PREFETCHT0 is part of SSE, which every x86-64 CPU has; it reads nothing
     // architecturally and cannot fault.
     unsafe { _mm_prefetch::<_MM_HINT_T0>(address.cast()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::Duration;
+
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    use super::steer_to_first;
+
+    fn member(address: SocketAddr) -> UdpSocket {
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        socket.set_reuse_port(true).unwrap();
+        socket.bind(&address.into()).unwrap();
+        let socket: UdpSocket = socket.into();
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        socket
+    }
+
+    fn drain(socket: &UdpSocket) -> usize {
+        let mut buffer = [0u8; 16];
+        std::iter::from_fn(|| socket.recv_from(&mut buffer).ok()).count()
+    }
+
+    /// Steered, every flow goes to the group's first socket; detached (twice: the second finds
+    /// nothing attached), the kernel spreads flows over both again.
+    #[test]
+    fn steering_hands_every_flow_to_the_first_socket_and_detaching_spreads_them_again() {
+        let first = member("127.0.0.1:0".parse().unwrap());
+        let address = first.local_addr().unwrap();
+        let second = member(address);
+        let send_from_many_ports = || {
+            for _ in 0..64 {
+                UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"q", address).unwrap();
+            }
+        };
+        steer_to_first(&first, true).unwrap();
+        send_from_many_ports();
+        assert_eq!((drain(&first), drain(&second)), (64, 0));
+        steer_to_first(&first, false).unwrap();
+        steer_to_first(&first, false).unwrap();
+        send_from_many_ports();
+        let (to_first, to_second) = (drain(&first), drain(&second));
+        assert_eq!(to_first + to_second, 64);
+        assert!(to_second > 0, "64 flows, none to the second socket: not spread");
+    }
 }
