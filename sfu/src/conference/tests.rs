@@ -9,7 +9,7 @@ use super::harness::{Meeting, request_keyframe, room};
 use super::layers::PAUSE_AFTER;
 use super::{Command, Input};
 use crate::net::Datagram;
-use crate::protocol::{ClientMessage, EndReason, ServerMessage};
+use crate::protocol::{ClientMessage, EndReason, ParticipantId, ServerMessage};
 use crate::room::MediaSource;
 
 /// A and B meet in `giao-ban`, C is alone in `hop-khan`; all three publish.
@@ -457,8 +457,9 @@ fn bandwidth_messages(meeting: &Meeting, index: usize) -> Vec<bool> {
     })
 }
 
-#[test]
-fn a_link_too_thin_for_the_lowest_layer_falls_to_audio_only_and_back() {
+/// A room where A publishes its camera in three layers and B (publishing too) already
+/// decodes it: the meeting, A's and B's indexes and their participant ids.
+fn simulcast_to_one_receiver() -> (Meeting, usize, usize, ParticipantId, ParticipantId) {
     let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
     let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
     let b = meeting.join("giao-ban", "Huyện A", "246810");
@@ -466,6 +467,12 @@ fn a_link_too_thin_for_the_lowest_layer_falls_to_audio_only_and_back() {
     meeting.publish(b);
     let (id_a, id_b) = (meeting.browsers[a].id, meeting.browsers[b].id);
     assert!(meeting.run_until(Duration::from_secs(10), |m| m.browsers[b].frames_from(id_a, MediaKind::Video) > 5));
+    (meeting, a, b, id_a, id_b)
+}
+
+#[test]
+fn a_link_too_thin_for_the_lowest_layer_falls_to_audio_only_and_back() {
+    let (mut meeting, _, b, id_a, id_b) = simulcast_to_one_receiver();
     assert!(bandwidth_messages(&meeting, b).is_empty(), "an open link is not audio-only");
 
     // 60 kbit/s: room for A's voice, not for its lowest layer (48 kbit/s plus audio).
@@ -496,13 +503,7 @@ fn a_link_too_thin_for_the_lowest_layer_falls_to_audio_only_and_back() {
 /// audio-only for good while its estimate came back.
 #[test]
 fn a_lossy_link_comes_back_from_audio_only_to_one_picture_and_no_more() {
-    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
-    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
-    let b = meeting.join("giao-ban", "Huyện A", "246810");
-    meeting.publish_layers(a, &["q", "h", "f"]);
-    meeting.publish(b);
-    let (id_a, id_b) = (meeting.browsers[a].id, meeting.browsers[b].id);
-    assert!(meeting.run_until(Duration::from_secs(10), |m| m.browsers[b].frames_from(id_a, MediaKind::Video) > 5));
+    let (mut meeting, a, b, id_a, id_b) = simulcast_to_one_receiver();
     // B's line loses one datagram in 15 (6.7%), audio and RTCP too, from now on.
     let address = meeting.browsers[b].address;
     meeting.lossy.push((address, 15));
@@ -533,13 +534,7 @@ fn a_lossy_link_comes_back_from_audio_only_to_one_picture_and_no_more() {
 /// line on a 300 kbit/s link with 5% loss was audio-only most of the call).
 #[test]
 fn a_line_with_random_loss_keeps_one_picture_through_a_dipped_estimate() {
-    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
-    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
-    let b = meeting.join("giao-ban", "Huyện A", "246810");
-    meeting.publish_layers(a, &["q", "h", "f"]);
-    meeting.publish(b);
-    let (id_a, id_b) = (meeting.browsers[a].id, meeting.browsers[b].id);
-    assert!(meeting.run_until(Duration::from_secs(10), |m| m.browsers[b].frames_from(id_a, MediaKind::Video) > 5));
+    let (mut meeting, a, b, id_a, id_b) = simulcast_to_one_receiver();
     meeting.lossy.push((meeting.browsers[b].address, 20));
     meeting.lossy_any_size = true;
     meeting.run_until(Duration::from_secs(6), |_| false);
@@ -558,13 +553,7 @@ fn a_line_with_random_loss_keeps_one_picture_through_a_dipped_estimate() {
 
 #[test]
 fn a_collapsed_estimate_on_a_clear_link_keeps_the_lowest_layer_until_the_link_loses_packets() {
-    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
-    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
-    let b = meeting.join("giao-ban", "Huyện A", "246810");
-    meeting.publish_layers(a, &["q", "h", "f"]);
-    meeting.publish(b);
-    let (id_a, id_b) = (meeting.browsers[a].id, meeting.browsers[b].id);
-    assert!(meeting.run_until(Duration::from_secs(10), |m| m.browsers[b].frames_from(id_a, MediaKind::Video) > 5));
+    let (mut meeting, a, b, id_a, id_b) = simulcast_to_one_receiver();
     // Five seconds of clean link reports, then the estimate towards B falls below A's
     // lowest layer, as towards a starved browser; B's link itself loses nothing.
     meeting.run_until(Duration::from_secs(5), |_| false);
@@ -691,7 +680,7 @@ fn a_reported_media_path_reaches_the_room_and_no_ice_servers_without_turn() {
     assert!(!updated(&meeting.browsers[c].messages), "the other room heard of it");
 }
 
-fn last_n_messages(meeting: &Meeting, index: usize) -> Vec<Vec<crate::protocol::ParticipantId>> {
+fn last_n_messages(meeting: &Meeting, index: usize) -> Vec<Vec<ParticipantId>> {
     meeting.told(index, |message| match message {
         ServerMessage::LastN { video } => Some(video.clone()),
         _ => None,
