@@ -89,7 +89,14 @@ pub(crate) const NOMINAL_SINGLE_LAYER: u64 = 300_000;
 /// Chooses layers within `budget` bits per second. With `floor` (the link shows no
 /// congestion of its own) every visible track gets at least its lowest layer even beyond
 /// the budget; only what goes above the lowest layers stays within it.
+#[cfg(test)]
 pub(crate) fn allocate(budget: u64, demands: &[Demand], floor: bool) -> Allocation {
+    allocate_pictures(budget, demands, floor, usize::MAX)
+}
+
+/// [`allocate`], giving video to at most `pictures` tracks: the first in its order (so a
+/// flowing one before one that would start).
+pub(crate) fn allocate_pictures(budget: u64, demands: &[Demand], floor: bool, pictures: usize) -> Allocation {
     let mut wants = vec![Want::Nothing; demands.len()];
     let mut chosen: Vec<Option<usize>> = vec![None; demands.len()];
     let mut order: Vec<usize> = (0..demands.len()).filter(|index| demands[*index].priority != Priority::Off).collect();
@@ -101,8 +108,12 @@ pub(crate) fn allocate(budget: u64, demands: &[Demand], floor: bool) -> Allocati
     let mut remaining = budget;
     let mut starved = false;
     let mut floored = false;
+    let mut given = 0;
     for &index in &order {
         let Some(lowest) = demands[index].layers.first() else { continue };
+        if given >= pictures {
+            break;
+        }
         // A flowing track keeps its lowest layer while it overshoots what is left by up to
         // 15%; a new one starts only with 25% to spare.
         let needed = match demands[index].current {
@@ -112,9 +123,11 @@ pub(crate) fn allocate(budget: u64, demands: &[Demand], floor: bool) -> Allocati
         if needed <= remaining {
             remaining = remaining.saturating_sub(lowest.bitrate);
             chosen[index] = Some(0);
+            given += 1;
         } else if floor {
             remaining = remaining.saturating_sub(lowest.bitrate);
             chosen[index] = Some(0);
+            given += 1;
             floored = true;
         } else {
             starved = true;
@@ -169,6 +182,9 @@ const CLEAR_MEAN_LOSS: f32 = 0.01;
 const REPORT_MAX_AGE: Duration = Duration::from_secs(3);
 /// Loss a line may show at random, without queueing, and still keep one picture.
 const RANDOM_LOSS_MAX: f32 = 0.10;
+/// Reports of five with a grown round trip that a line showing one picture may have and
+/// keep it ([`LinkHealth::holds`]).
+const HOLD_QUEUED: usize = 3;
 /// After a link became congested under the floor, the floor waits this long before it
 /// applies again, doubling each time up to [`MAX_FLOOR_BACKOFF`].
 const FLOOR_BACKOFF: Duration = Duration::from_secs(20);
@@ -253,6 +269,13 @@ impl LinkHealth {
             && self.reports.back().is_some_and(|last| now.saturating_duration_since(last.at) <= REPORT_MAX_AGE)
     }
 
+    /// Whether the link's first reports are in (five of them, about five seconds). Until
+    /// then only the initial estimate speaks for it, and that is more than a district line
+    /// carries.
+    pub fn known(&self) -> bool {
+        self.reports.len() == CLEAR_REPORTS
+    }
+
     /// Whether the receiver's recent reports (up to the last five seconds) lose packets on
     /// average at [`CONGESTED_LOSS`] or more. On such a link a rising estimate is not
     /// followed (libwebrtc's loss-based rule: between 2% and 10% loss, hold the rate): probes
@@ -272,11 +295,44 @@ impl LinkHealth {
     /// and its estimate dips with the loss; such a line keeps one picture. Not while a floor
     /// that congested the line waits out its back-off.
     pub fn steady(&self, now: Instant) -> bool {
+        self.random_loss(now, 1)
+    }
+
+    /// Whether a line that shows one picture keeps it: as [`LinkHealth::steady`], but with
+    /// up to [`HOLD_QUEUED`] of the five reports showing a grown round trip. A publisher's
+    /// keyframes (each one a third of a second on a 300 kbit/s line, and asked for again
+    /// whenever another receiver switches layers) grow the round trip in two or three
+    /// reports of five; dropping the picture for that froze it for 2-4 s. A line that
+    /// cannot carry the picture queues in every report and loses more than a tenth.
+    pub fn holds(&self, now: Instant) -> bool {
+        self.random_loss(now, HOLD_QUEUED)
+    }
+
+    fn random_loss(&self, now: Instant, queued: usize) -> bool {
         self.blocked_until.is_none_or(|until| now >= until)
             && self.reports.len() == CLEAR_REPORTS
-            && self.reports.iter().filter(|report| report.queued).count() <= 1
+            && self.reports.iter().filter(|report| report.queued).count() <= queued
             && self.reports.iter().map(|report| report.loss).sum::<f32>() < RANDOM_LOSS_MAX * CLEAR_REPORTS as f32
             && self.reports.back().is_some_and(|last| now.saturating_duration_since(last.at) <= REPORT_MAX_AGE)
+    }
+
+    /// The recent reports and what they make of the link, for the debug log: each report's
+    /// loss in percent (`q` where the round trip had grown), then the verdicts.
+    pub fn describe(&self, now: Instant) -> String {
+        let reports: Vec<String> = self
+            .reports
+            .iter()
+            .map(|report| format!("{:.1}{}", report.loss * 100.0, if report.queued { "q" } else { "" }))
+            .collect();
+        format!(
+            "[{}] known={} clear={} steady={} holds={} lossy={}",
+            reports.join(" "),
+            self.known(),
+            self.clear(now),
+            self.steady(now),
+            self.holds(now),
+            self.lossy(now)
+        )
     }
 
     /// Tells whether the last allocation was held up by the floor.
@@ -358,6 +414,34 @@ mod tests {
         assert_eq!(allocate(590_000, std::slice::from_ref(&stage), false).wants, vec![want("h")]);
         let on_middle = Demand { current: Some(1), ..demand(Priority::High) };
         assert_eq!(allocate(500_000, &[on_middle], false).wants, vec![want("h")]);
+    }
+
+    #[test]
+    fn a_picture_limit_gives_video_to_that_many_tracks_the_flowing_one_first_and_still_lets_it_go_up() {
+        // Generated: any number of tiles, any limit, an open budget and the floor or not.
+        for tiles in 1..8usize {
+            for limit in 0..=tiles + 1 {
+                for floor in [false, true] {
+                    let flowing_rank = tiles / 2;
+                    let demands: Vec<Demand> = (0..tiles)
+                        .map(|rank| Demand {
+                            rank,
+                            current: (rank == flowing_rank).then_some(0),
+                            ..demand(Priority::High)
+                        })
+                        .collect();
+                    let allocation = allocate_pictures(100_000_000, &demands, floor, limit);
+                    let given = allocation.wants.iter().filter(|want| **want != Want::Nothing).count();
+                    assert_eq!(given, limit.min(tiles), "{tiles} tiles, limit {limit}");
+                    if limit >= 1 {
+                        // The flowing one is among them, at the top layer.
+                        assert_eq!(allocation.wants[flowing_rank], want("f"), "{tiles} tiles, limit {limit}");
+                    }
+                    assert!(!allocation.audio_only, "a limit is not audio-only mode");
+                }
+            }
+        }
+        assert_eq!(allocate_pictures(100_000_000, &[demand(Priority::Low)], false, usize::MAX).wants, vec![want("q")]);
     }
 
     #[test]
@@ -519,6 +603,33 @@ mod tests {
         assert!(!twice.steady(start + second(9)), "two grown round trips in five seconds are a queue");
         assert!(!losing.steady(start + second(9)), "12% loss is more than random loss");
         assert!(!queueing.steady(start + second(20)), "stale reports");
+    }
+
+    #[test]
+    fn a_line_showing_a_picture_keeps_it_through_keyframe_queues_but_not_a_standing_queue() {
+        let start = Instant::now();
+        // Generated: every pattern of grown round trips over five seconds of 5% loss.
+        for pattern in 0u32..32 {
+            let mut link = LinkHealth::default();
+            for at in 0..5 {
+                let rtt = Duration::from_millis(if pattern & (1 << at) != 0 { 400 } else { 30 });
+                link.record(start + second(at), Some(0.05), Some(rtt));
+            }
+            // A round trip is grown once a lower one has been seen before it.
+            let grown = |at: u32| pattern & (1 << at) != 0 && (0..at).any(|before| pattern & (1 << before) == 0);
+            let seen = (0..5).filter(|at| grown(*at)).count();
+            let now = start + second(4);
+            assert_eq!(link.steady(now), seen <= 1, "{pattern:05b}: steady");
+            assert_eq!(link.holds(now), seen <= HOLD_QUEUED, "{pattern:05b}: holds");
+            assert!(link.holds(now) || !link.steady(now), "{pattern:05b}: steady but does not hold");
+        }
+        // A line that loses a tenth, or whose reports stopped, does not hold either.
+        let mut losing = LinkHealth::default();
+        for at in 0..5 {
+            losing.record(start + second(at), Some(0.12), Some(Duration::from_millis(30)));
+        }
+        assert!(!losing.holds(start + second(4)));
+        assert!(!losing.holds(start + second(20)));
     }
 
     #[test]

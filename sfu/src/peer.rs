@@ -168,6 +168,8 @@ pub(crate) struct Peer {
     measured_at: Option<Instant>,
     /// The estimate layer selection used last (rises slowly, falls at once).
     budget_estimate: Option<u64>,
+    /// Bits per second the last layer selection sent this browser (its layers and voices).
+    carried: u64,
     /// Loss and round trip towards this browser: while they show no congestion, visible
     /// tracks keep their lowest layer whatever the estimate says.
     link: crate::layers::LinkHealth,
@@ -197,6 +199,7 @@ impl Peer {
             estimate: None,
             measured_at: None,
             budget_estimate: None,
+            carried: 0,
             link: crate::layers::LinkHealth::default(),
             #[cfg(test)]
             estimate_pinned: false,

@@ -101,6 +101,7 @@ impl Conference {
                 desired = allocation.desired,
                 floored = allocation.floored,
                 wants = ?allocation.wants,
+                link = %peer.describe_link(now),
                 "layers chosen"
             );
             // The mode changes only after the estimate held for a while: BWE dips at the

@@ -725,3 +725,90 @@ fn last_n_forwards_only_the_ranked_cameras_and_follows_the_speaker() {
     // The speaker itself receives the others in the same order, never its own camera.
     assert_eq!(last_n_messages(&meeting, browsers[4]).last(), Some(&vec![ids[0], ids[1]]));
 }
+
+/// A receiver whose link has not reported yet gets one picture: the initial estimate (500
+/// kbit/s) starts more cameras than a 300 kbit/s district line carries, and their queue then
+/// read as congestion, so the line moved between two pictures, one and none for its first
+/// 20 s. Once five reports are in (about five seconds), an open link gets every camera.
+#[test]
+fn a_link_that_has_not_reported_yet_gets_one_picture_and_every_camera_once_it_has() {
+    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
+    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
+    let b = meeting.join("giao-ban", "Huyện A", "246810");
+    meeting.publish_layers(a, &["q", "h", "f"]);
+    meeting.publish(b);
+    let started = meeting.run_until(Duration::from_secs(10), |m| {
+        m.browsers[b].frames_from(m.browsers[a].id, MediaKind::Video) > 5
+            && m.browsers[a].frames_from(m.browsers[b].id, MediaKind::Video) > 5
+    });
+    assert!(
+        started,
+        "A and B do not see each other: {} {}",
+        meeting.browsers[b].frames_from(meeting.browsers[a].id, MediaKind::Video),
+        meeting.browsers[a].frames_from(meeting.browsers[b].id, MediaKind::Video)
+    );
+    let c = meeting.join("giao-ban", "Huyện B", "246810");
+    meeting.publish(c);
+    let (id_a, id_b) = (meeting.browsers[a].id, meeting.browsers[b].id);
+    let frames = |m: &Meeting| {
+        (m.browsers[c].frames_from(id_a, MediaKind::Video), m.browsers[c].frames_from(id_b, MediaKind::Video))
+    };
+    assert!(meeting.run_until(Duration::from_secs(5), |m| frames(m).0 + frames(m).1 > 0), "C got no video");
+    let joined = meeting.now;
+    // Its first seconds: one camera's frames, the other's none.
+    let mut seen = Vec::new();
+    while meeting.now < joined + Duration::from_secs(2) {
+        meeting.run_until(Duration::from_millis(100), |_| false);
+        seen.push(frames(&meeting));
+    }
+    let (first, second) = frames(&meeting);
+    assert!(first.min(second) == 0 && first.max(second) > 10, "C's first two seconds: frames of A and B {seen:?}");
+    // Then both.
+    let both = meeting.run_until(Duration::from_secs(10), |m| frames(m).0 > first + 10 && frames(m).1 > second + 10);
+    assert!(both, "C never got both cameras: {:?}", frames(&meeting));
+    assert_eq!(meeting.browsers[c].broken_frames, 0);
+}
+
+/// A lossy link does not keep a rate it has not carried: held at the initial estimate (or at
+/// a probe's overshoot), a 300 kbit/s line with 5% loss started its second camera as soon as
+/// its first reports were in. The estimate here reads an open link; the line loses one
+/// datagram in twenty.
+#[test]
+fn a_lossy_link_is_not_given_a_second_camera_on_a_rate_it_never_carried() {
+    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
+    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
+    let b = meeting.join("giao-ban", "Huyện A", "246810");
+    meeting.publish_layers(a, &["q", "h", "f"]);
+    meeting.publish(b);
+    let (id_a, id_b) = (meeting.browsers[a].id, meeting.browsers[b].id);
+    assert!(meeting.run_until(Duration::from_secs(10), |m| m.browsers[a].frames_from(id_b, MediaKind::Video) > 5));
+    let c = meeting.join("giao-ban", "Huyện B", "246810");
+    meeting.lossy.push((meeting.browsers[c].address, 20));
+    meeting.lossy_any_size = true;
+    meeting.publish(c);
+    let id_c = meeting.browsers[c].id;
+    assert!(meeting.run_until(Duration::from_secs(10), |m| m.conference.members[&id_c].peer.is_some()));
+    meeting
+        .conference
+        .members
+        .get_mut(&id_c)
+        .unwrap()
+        .peer
+        .as_mut()
+        .unwrap()
+        .pin_estimate_on_a_measured_link(2_000_000);
+    let frames = |m: &Meeting| {
+        (m.browsers[c].frames_from(id_a, MediaKind::Video), m.browsers[c].frames_from(id_b, MediaKind::Video))
+    };
+    assert!(meeting.run_until(Duration::from_secs(5), |m| frames(m).0 + frames(m).1 > 10), "C got no video");
+    let shown = frames(&meeting);
+    meeting.run_until(Duration::from_secs(15), |_| false);
+    let (first, second) = frames(&meeting);
+    let grew = [(first > shown.0 + 30), (second > shown.1 + 30)];
+    assert_eq!(
+        grew.iter().filter(|grew| **grew).count(),
+        1,
+        "pictures on a lossy line: {shown:?} then {:?}",
+        (first, second)
+    );
+}

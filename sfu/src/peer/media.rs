@@ -233,17 +233,35 @@ impl Peer {
             Some(previous) if estimate > previous => estimate.min(previous + previous.max(50_000) * 8 / 100),
             _ => estimate,
         };
+        // Nor does a lossy link keep a rate it has not carried: held at the initial
+        // estimate (500 kbit/s) or at an estimate read through a policer's burst allowance
+        // (8-20 Mbit/s on the 300 kbit/s test line), it started a second camera there as
+        // soon as its first reports were in. It gets at most a quarter more than what was
+        // sent to it last round, and room for one picture.
+        let smoothed = match self.link.lossy(now) {
+            true => smoothed.min(one_picture_estimate.unwrap_or(0).max(self.carried * 5 / 4)),
+            false => smoothed,
+        };
         self.budget_estimate = Some(smoothed);
         let budget = (smoothed * 90 / 100 * budget_percent / 100).saturating_sub(audio as u64 * AUDIO_BITRATE);
         // A line that loses packets at random without queueing them keeps one picture: its
         // estimate dips with every loss report, and a budget that followed it to below the
         // lowest layer left a district line audio-only most of the call.
         let clear = self.link.clear(now);
-        let budget = match !clear && budget_percent == 100 && self.link.steady(now) {
+        let shows = demands.iter().any(|wanted| wanted.priority != Priority::Off && wanted.current.is_some());
+        let keeps = self.link.steady(now) || (shows && self.link.holds(now));
+        let budget = match !clear && budget_percent == 100 && keeps {
             true => budget.max(one_picture.unwrap_or(0)),
             false => budget,
         };
-        let allocation = crate::layers::allocate(budget, &demands, clear);
+        // One picture until the link's first reports are in: the initial estimate starts
+        // more cameras than a 300 kbit/s line carries, their queue then reads as congestion
+        // and the receiver moved between two pictures, one and none for its first 20 s.
+        let pictures = match self.link_known() {
+            true => usize::MAX,
+            false => 1,
+        };
+        let allocation = crate::layers::allocate_pictures(budget, &demands, clear, pictures);
         self.link.set_floored(now, allocation.floored);
         for ((index, want), wanted) in indexes.into_iter().zip(&allocation.wants).zip(&demands) {
             let track = &mut self.tracks_out[index];
@@ -272,6 +290,7 @@ impl Peer {
         // grown round trip then read as congestion and took its one picture away.
         let audio = audio as u64 * AUDIO_BITRATE;
         let minimum = allocation.used + audio;
+        self.carried = minimum;
         let desired = match self.link.lossy(now) {
             true => minimum,
             false => allocation.desired.max(allocation.used) + audio,
@@ -312,6 +331,16 @@ impl Peer {
         from.map(|track| (track.kind, track.forwarder.current())).collect()
     }
 
+    /// Whether the link's first reports are in ([`crate::layers::LinkHealth::known`]). A
+    /// test's pinned estimate plays a known link.
+    fn link_known(&self) -> bool {
+        #[cfg(test)]
+        if self.estimate_pinned && !self.link_measured {
+            return true;
+        }
+        self.link.known()
+    }
+
     /// Plays a link of this capacity: str0m's own estimates are ignored from now on.
     #[cfg(test)]
     pub fn pin_estimate(&mut self, bits_per_second: u64) {
@@ -331,6 +360,11 @@ impl Peer {
     /// transport-wide feedback) and the round trip, as last reported.
     pub fn link_report(&self) -> (Option<f32>, Option<Duration>) {
         self.link.last_report()
+    }
+
+    /// The link's recent reports and verdicts ([`crate::layers::LinkHealth::describe`]).
+    pub fn describe_link(&self, now: Instant) -> String {
+        self.link.describe(now)
     }
 
     /// The bandwidth estimate towards this browser, if str0m has one.
