@@ -726,30 +726,32 @@ fn last_n_forwards_only_the_ranked_cameras_and_follows_the_speaker() {
     assert_eq!(last_n_messages(&meeting, browsers[4]).last(), Some(&vec![ids[0], ids[1]]));
 }
 
+/// A room where A publishes its camera in three layers and B its camera in one, and each
+/// decodes the other's: the meeting, A's and B's indexes and their participant ids.
+fn two_cameras() -> (Meeting, usize, usize, ParticipantId, ParticipantId) {
+    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
+    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
+    let b = meeting.join("giao-ban", "Huyện A", "246810");
+    meeting.publish_layers(a, &["q", "h", "f"]);
+    meeting.publish(b);
+    let (id_a, id_b) = (meeting.browsers[a].id, meeting.browsers[b].id);
+    let decoded = |m: &Meeting| {
+        (m.browsers[b].frames_from(id_a, MediaKind::Video), m.browsers[a].frames_from(id_b, MediaKind::Video))
+    };
+    let started = meeting.run_until(Duration::from_secs(10), |m| decoded(m).0 > 5 && decoded(m).1 > 5);
+    assert!(started, "A and B do not see each other: {:?}", decoded(&meeting));
+    (meeting, a, b, id_a, id_b)
+}
+
 /// A receiver whose link has not reported yet gets one picture: the initial estimate (500
 /// kbit/s) starts more cameras than a 300 kbit/s district line carries, and their queue then
 /// read as congestion, so the line moved between two pictures, one and none for its first
 /// 20 s. Once five reports are in (about five seconds), an open link gets every camera.
 #[test]
 fn a_link_that_has_not_reported_yet_gets_one_picture_and_every_camera_once_it_has() {
-    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
-    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
-    let b = meeting.join("giao-ban", "Huyện A", "246810");
-    meeting.publish_layers(a, &["q", "h", "f"]);
-    meeting.publish(b);
-    let started = meeting.run_until(Duration::from_secs(10), |m| {
-        m.browsers[b].frames_from(m.browsers[a].id, MediaKind::Video) > 5
-            && m.browsers[a].frames_from(m.browsers[b].id, MediaKind::Video) > 5
-    });
-    assert!(
-        started,
-        "A and B do not see each other: {} {}",
-        meeting.browsers[b].frames_from(meeting.browsers[a].id, MediaKind::Video),
-        meeting.browsers[a].frames_from(meeting.browsers[b].id, MediaKind::Video)
-    );
+    let (mut meeting, _, _, id_a, id_b) = two_cameras();
     let c = meeting.join("giao-ban", "Huyện B", "246810");
     meeting.publish(c);
-    let (id_a, id_b) = (meeting.browsers[a].id, meeting.browsers[b].id);
     let frames = |m: &Meeting| {
         (m.browsers[c].frames_from(id_a, MediaKind::Video), m.browsers[c].frames_from(id_b, MediaKind::Video))
     };
@@ -775,13 +777,7 @@ fn a_link_that_has_not_reported_yet_gets_one_picture_and_every_camera_once_it_ha
 /// datagram in twenty.
 #[test]
 fn a_lossy_link_is_not_given_a_second_camera_on_a_rate_it_never_carried() {
-    let mut meeting = Meeting::new(&[room("giao-ban", "246810")]);
-    let a = meeting.join("giao-ban", "UBND tỉnh", "246810");
-    let b = meeting.join("giao-ban", "Huyện A", "246810");
-    meeting.publish_layers(a, &["q", "h", "f"]);
-    meeting.publish(b);
-    let (id_a, id_b) = (meeting.browsers[a].id, meeting.browsers[b].id);
-    assert!(meeting.run_until(Duration::from_secs(10), |m| m.browsers[a].frames_from(id_b, MediaKind::Video) > 5));
+    let (mut meeting, _, _, id_a, id_b) = two_cameras();
     let c = meeting.join("giao-ban", "Huyện B", "246810");
     meeting.lossy.push((meeting.browsers[c].address, 20));
     meeting.lossy_any_size = true;
